@@ -1,0 +1,1 @@
+"""Datasets for torchcamp's tasks: readers of the on-disk layouts and synthetic stand-ins."""

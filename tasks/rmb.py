@@ -1,0 +1,47 @@
+"""``task=rmb``: 1-yuan vs 100-yuan banknotes, LeNet at 32x32, as the course's train_lenet.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+from torchvision import transforms
+
+from torchcamp.datasets.rmb import CLASSES, ImageList, find_rmb_splits, render_synthetic_rmb
+from torchcamp.tasks.classification import classification_step as step
+
+__all__ = ["build_datasets", "build_model", "make_synthetic_data", "step"]
+
+# The course's statistics for this set (not ImageNet's).
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def build_datasets(root: str | Path, seed: int) -> dict[str, ImageList]:
+    """Train/val/test splits with the course's transforms (RandomCrop on train only)."""
+    train_transform = transforms.Compose(
+        [
+            transforms.Resize((32, 32)),
+            transforms.RandomCrop(32, padding=4),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
+    eval_transform = transforms.Compose(
+        [transforms.Resize((32, 32)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    )
+    splits = find_rmb_splits(root, seed)
+    return {
+        name: ImageList(samples, CLASSES, train_transform if name == "train" else eval_transform)
+        for name, samples in splits.items()
+    }
+
+
+def build_model(model_factory: Callable[..., nn.Module], num_classes: int) -> nn.Module:
+    """The chosen model (``model=``) with one output per banknote class."""
+    return model_factory(num_classes=num_classes)
+
+
+def make_synthetic_data(root: str | Path, seed: int) -> None:
+    """Render the stand-in set (drawn "1" and "100" notes) in the real layout under ``root``."""
+    render_synthetic_rmb(root, seed)

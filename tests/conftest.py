@@ -1,0 +1,67 @@
+"""Shared fixtures: run the real CLI in a subprocess, read run directories back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+class CliResult:
+    def __init__(self, completed: subprocess.CompletedProcess, run_dir: Path):
+        self.returncode = completed.returncode
+        self.stdout = completed.stdout
+        self.stderr = completed.stderr
+        self.run_dir = run_dir
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads((self.run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``train ARGS`` (as ``python -m torchcamp.trainer.cli``) with cwd=tmp_path.
+
+    Unless the args name one, the run directory is ``tmp_path/run<N>``. Returns a CliResult.
+    """
+    counter = iter(range(1000))
+
+    def run(*args: str, check: bool = True, timeout: int = 300) -> CliResult:
+        args = list(args)
+        run_dir = tmp_path / f"run{next(counter)}"
+        if not any(a.startswith(("hydra.run.dir=", "-m", "--multirun")) for a in args):
+            args.append(f"hydra.run.dir={run_dir}")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("TORCHCAMP_DATA", None)
+        completed = subprocess.run(
+            [sys.executable, "-m", "torchcamp.trainer.cli", *args, "trainer.progress=false"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        result = CliResult(completed, run_dir)
+        if check and completed.returncode != 0:
+            raise AssertionError(
+                f"train {' '.join(args)} exited {completed.returncode}\n"
+                f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-3000:]}"
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "RMB_data").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA

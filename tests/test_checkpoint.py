@@ -1,0 +1,74 @@
+"""Checkpoint files: atomic, weights-only, loadable on the CPU, found by resume=auto."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+import yaml
+
+from torchcamp.trainer.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from torchcamp.trainer.errors import UserError
+
+
+def test_save_is_atomic_and_load_is_weights_only(tmp_path):
+    path = tmp_path / "ckpt" / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 1}, path)
+    assert not list(path.parent.glob("*.tmp"))
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and state["format"] == 1
+
+
+def test_a_pickled_object_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /dev/null",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "epoch": 0, "payload": Payload()}, path)
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+
+
+def test_truncated_and_foreign_files_are_user_errors(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"model": {"w": torch.ones(100)}, "epoch": 1}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "weights.pt"
+    torch.save({"conv.weight": torch.ones(1)}, foreign)
+    with pytest.raises(UserError, match="not a torchcamp checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(UserError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_checkpoint_saved_on_gpu_loads_on_cpu(tmp_path):
+    path = tmp_path / "gpu.pt"
+    save_checkpoint({"model": {"w": torch.ones(2, device="cuda")}, "epoch": 1}, path)
+    assert load_checkpoint(path)["model"]["w"].device.type == "cpu"
+
+
+def fake_run(root, name, task, overrides):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task": {"name": task}}))
+    save_checkpoint({"model": {}, "epoch": 1}, run / "checkpoints" / "last.pt")
+    time.sleep(0.01)  # distinct modification times
+    return run / "checkpoints" / "last.pt"
+
+
+def test_find_resume_checkpoint_matches_task_and_overrides(tmp_path):
+    older = fake_run(tmp_path, "1", "rmb", ["optimizer=adam"])
+    newer = fake_run(tmp_path, "2", "rmb", ["optimizer=adam", "resume=auto"])
+    fake_run(tmp_path, "3", "rmb", ["optimizer=sgd"])
+    fake_run(tmp_path, "4", "names", ["optimizer=adam"])
+    assert older.exists()
+    assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=adam", "resume=auto"]) == newer
+    assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=rmsprop"]) is None

@@ -1,0 +1,80 @@
+"""The RMB layouts: the split CSV, pre-split folders, the seeded 8:1:1 split, and errors."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from torchcamp.datasets.rmb import find_rmb_splits, render_synthetic_rmb
+from torchcamp.tasks import rmb
+from torchcamp.trainer.errors import UserError
+
+
+def write_images(folder, count, prefix="img"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        Image.new("RGB", (40, 20), (index, 0, 0)).save(folder / f"{prefix}{index:02d}.jpg")
+
+
+def test_8_1_1_split_is_per_class_and_deterministic(tmp_path):
+    write_images(tmp_path / "RMB_data" / "1", 20)
+    write_images(tmp_path / "RMB_data" / "100", 10)
+    splits = find_rmb_splits(tmp_path, seed=0)
+    assert {name: len(items) for name, items in splits.items()} == {
+        "train": 24,
+        "val": 3,
+        "test": 3,
+    }
+    assert sum(label == 1 for _, label in splits["train"]) == 8
+    assert find_rmb_splits(tmp_path, seed=0) == splits
+    assert find_rmb_splits(tmp_path, seed=1) != splits
+    everything = [item for items in splits.values() for item in items]
+    assert len(set(everything)) == 30
+
+
+def test_split_csv_is_followed(tmp_path):
+    write_images(tmp_path / "RMB_data" / "1", 3)
+    write_images(tmp_path / "RMB_data" / "100", 3)
+    (tmp_path / "RMB_data_split.csv").write_text(
+        "split,class,filename\ntrain,1,img00.jpg\ntrain,100,img00.jpg\n"
+        "valid,1,img01.jpg\nvalid,100,img01.jpg\ntest,1,img02.jpg\ntest,100,img02.jpg\n"
+    )
+    splits = find_rmb_splits(tmp_path, seed=0)
+    assert [(p.parent.name, p.name, label) for p, label in splits["val"]] == [
+        ("1", "img01.jpg", 0),
+        ("100", "img01.jpg", 1),
+    ]
+
+
+def test_pre_split_folders_are_read(tmp_path):
+    for split, count in (("train", 4), ("valid", 2), ("test", 1)):
+        write_images(tmp_path / "rmb_split" / split / "1", count)
+        write_images(tmp_path / "rmb_split" / split / "100", count)
+    splits = find_rmb_splits(tmp_path, seed=0)
+    assert [len(splits[name]) for name in ("train", "val", "test")] == [8, 4, 2]
+
+
+def test_missing_and_malformed_data_name_the_path(tmp_path):
+    with pytest.raises(UserError, match=r"RMB data not found under data\.root="):
+        find_rmb_splits(tmp_path / "nowhere", seed=0)
+    write_images(tmp_path / "RMB_data" / "1", 3)
+    (tmp_path / "RMB_data" / "100").mkdir()
+    with pytest.raises(UserError, match=r"no images in .*100"):
+        find_rmb_splits(tmp_path, seed=0)
+    (tmp_path / "RMB_data_split.csv").write_text("split,class,filename\ntrain,1,gone.jpg\n")
+    with pytest.raises(UserError, match=r"gone\.jpg, which does not exist"):
+        find_rmb_splits(tmp_path, seed=0)
+
+
+def test_synthetic_set_uses_the_real_layout_and_course_transforms(tmp_path):
+    render_synthetic_rmb(tmp_path, seed=3, per_class=10)
+    assert len(list((tmp_path / "RMB_data" / "1").glob("*.jpg"))) == 10
+    datasets = rmb.build_datasets(tmp_path, seed=3)
+    image, label = datasets["train"][0]
+    assert image.shape == (3, 32, 32) and label in (0, 1)
+    assert datasets["train"].classes == ("1", "100")
+    # Same seed, same bytes: a resumed synthetic run trains on the same images.
+    again = tmp_path / "again"
+    render_synthetic_rmb(again, seed=3, per_class=10)
+    first = sorted((tmp_path / "RMB_data" / "1").glob("*.jpg"))[0]
+    assert first.read_bytes() == (again / "RMB_data" / "1" / first.name).read_bytes()

@@ -1,0 +1,146 @@
+"""The Trainer in-process, on tiny hand-made data: accumulation, AMP, clipping, schedulers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchcamp.tasks.classification import classification_step
+from torchcamp.trainer.callbacks import Callback
+from torchcamp.trainer.trainer import Trainer
+
+
+def make_data(n: int = 32, features: int = 6, classes: int = 3, seed: int = 0) -> TensorDataset:
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(n, features, generator=generator)
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    return TensorDataset(inputs, labels)
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)  # no BatchNorm: batch composition must not matter
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def make_trainer(model: nn.Module, **kwargs) -> Trainer:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    kwargs.setdefault("progress", False)
+    return Trainer(model, classification_step, optimizer, nn.CrossEntropyLoss(), **kwargs)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_k_micro_batches_equal_one_big_batch(k):
+    data = make_data(n=8 * k)
+    small, big = make_model(), make_model()
+    make_trainer(small, accumulate_grad_batches=k).train_one_epoch(DataLoader(data, batch_size=8))
+    make_trainer(big).train_one_epoch(DataLoader(data, batch_size=8 * k))
+    for p_small, p_big in zip(small.parameters(), big.parameters(), strict=True):
+        torch.testing.assert_close(p_small, p_big, rtol=1e-5, atol=1e-6)
+
+
+def test_last_partial_window_still_steps_and_is_averaged_over_its_batches():
+    # 5 batches with k=2: windows [0,1], [2,3], [4]. The last window is one batch on its own.
+    data = make_data(n=40)
+    model = make_model()
+    trainer = make_trainer(model, accumulate_grad_batches=2)
+    trainer.train_one_epoch(DataLoader(data, batch_size=8))
+    assert trainer.global_step == 3
+
+    reference = make_model()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for window in ([0, 1], [2, 3], [4]):
+        optimizer.zero_grad()
+        for index in window:
+            inputs, labels = data[index * 8 : (index + 1) * 8]
+            (nn.functional.cross_entropy(reference(inputs), labels) / len(window)).backward()
+        optimizer.step()
+    for p_trainer, p_reference in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p_trainer, p_reference)
+
+
+def test_per_step_scheduler_counts_optimizer_steps_not_batches():
+    model = make_model()
+    trainer = make_trainer(model, accumulate_grad_batches=4, scheduler_interval="step")
+    trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=1, gamma=0.5)
+    trainer.train_one_epoch(DataLoader(make_data(n=64), batch_size=8))  # 8 batches -> 2 steps
+    assert trainer.global_step == 2
+    assert trainer.lr == pytest.approx(0.5 * 0.5**2)
+
+
+def test_gradient_clipping_bounds_the_update():
+    model = make_model()
+    before = copy.deepcopy(model)
+    trainer = make_trainer(model, gradient_clip_val=1e-3)
+    trainer.train_one_epoch(DataLoader(make_data(n=8), batch_size=8))
+    delta = torch.cat(
+        [(a - b).flatten() for a, b in zip(model.parameters(), before.parameters(), strict=True)]
+    )
+    # One SGD step of lr 0.5 on a gradient whose norm was clipped to 1e-3.
+    assert delta.norm().item() == pytest.approx(0.5 * 1e-3, rel=1e-3)
+
+
+def test_bf16_autocast_on_cpu():
+    model = make_model()
+    trainer = make_trainer(model, precision="bf16-mixed")
+    seen = []
+
+    def step(model, batch, loss_fn):
+        out = classification_step(model, batch, loss_fn)
+        seen.append(model[0](batch[0]).dtype)
+        return out
+
+    trainer.step_fn = step
+    metrics = trainer.fit(
+        DataLoader(make_data(), batch_size=8), DataLoader(make_data(), batch_size=8)
+    )
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert next(model.parameters()).dtype == torch.float32  # weights stay fp32
+
+
+def test_grad_scaler_is_only_enabled_for_fp16():
+    assert not make_trainer(make_model(), precision="bf16-mixed").scaler.is_enabled()
+    assert not make_trainer(make_model(), precision="32").scaler.is_enabled()
+
+
+def test_best_metric_and_callbacks_in_order():
+    events = []
+
+    class Recorder(Callback):
+        def __init__(self, name, order):
+            self.name, self.order = name, order
+
+        def on_epoch_end(self, trainer, metrics):
+            events.append((self.name, trainer.epoch, trainer.is_best))
+
+    model = make_model()
+    trainer = make_trainer(
+        model,
+        max_epochs=3,
+        monitor="val/acc",
+        monitor_mode="max",
+        callbacks=[Recorder("late", 5), Recorder("early", -5)],
+    )
+    data = DataLoader(make_data(), batch_size=8)
+    metrics = trainer.fit(data, data)
+    assert [name for name, _, _ in events] == ["early", "late"] * 3
+    assert events[0][2] is True  # the first evaluation is always a new best
+    assert metrics["best/val/acc"] == trainer.best >= metrics["val/acc"]
+
+
+def test_state_dict_round_trip_restores_progress_and_rng():
+    model = make_model()
+    trainer = make_trainer(model, max_epochs=1)
+    trainer.fit(DataLoader(make_data(), batch_size=8))
+    state = trainer.state_dict()
+    expected = torch.rand(3)
+    other = make_trainer(make_model(seed=1))
+    other.load_state_dict(state)
+    assert other.epoch == 1 and other.global_step == 4
+    assert torch.equal(torch.rand(3), expected)  # RNG restored to the checkpoint's state
+    for a, b in zip(other.model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)

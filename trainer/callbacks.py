@@ -1,0 +1,132 @@
+"""Extras around the training loop, as a small sorted callback list (fastai's ``run_cbs``).
+
+Events, in the order the Trainer fires them:
+``on_fit_start(trainer)``, ``on_train_step_end(trainer, outputs)`` after each optimizer step,
+``on_epoch_end(trainer, metrics)`` after validation, ``on_test_start(trainer)`` and
+``on_fit_end(trainer, metrics)`` with the final metrics (test included).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchcamp.trainer.checkpoint import load_checkpoint, save_checkpoint
+
+
+class Callback:
+    """Base class: override the events you need. Lower ``order`` runs first."""
+
+    order = 0
+
+
+def run_callbacks(callbacks: Iterable[Callback], event: str, *args: Any) -> None:
+    """Call ``event`` on every callback that defines it, in ``order``."""
+    for callback in sorted(callbacks, key=lambda cb: cb.order):
+        method = getattr(callback, event, None)
+        if method is not None:
+            method(*args)
+
+
+class ModelCheckpoint(Callback):
+    """Writes ``last.pt`` every epoch and ``best.pt`` on a new best monitored metric.
+
+    ``extra`` (the resolved config, run metadata) is stored in every checkpoint beside the
+    Trainer's state. Before testing, the best weights are loaded back, as Lightning's
+    ``ckpt_path="best"`` does.
+    """
+
+    order = 0
+
+    def __init__(self, dirpath: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+        self.dirpath = Path(dirpath)
+        self.extra = dict(extra or {})
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.dirpath / "best.pt"
+
+    def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
+        save_checkpoint(trainer.state_dict() | self.extra, self.last_path)
+        # Without a monitored metric there is no "best": the newest weights stand in for it.
+        if trainer.is_best or trainer.best is None:
+            temporary = self.best_path.with_suffix(".pt.tmp")
+            shutil.copyfile(self.last_path, temporary)
+            temporary.replace(self.best_path)
+
+    def on_test_start(self, trainer) -> None:
+        if self.best_path.exists():
+            state = load_checkpoint(self.best_path, map_location=trainer.device)
+            trainer.model.load_state_dict(state["model"])
+
+
+class TensorBoardLogger(Callback):
+    """Scalars, histograms and hyperparameters under ``log_dir``, stepped by optimizer steps.
+
+    Per optimizer step (every ``trainer.log_every_n_steps``): ``train/<name>_step`` and the lr
+    of every parameter group. Per epoch: the epoch metrics and a histogram of every parameter
+    and its gradient. At the end: the run's hyperparameters with its final metrics (HParams tab).
+    """
+
+    order = 10
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        hparams: Mapping[str, Any] | None = None,
+        notes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self.hparams = dict(hparams or {})
+        self.notes = dict(notes or {})
+        self.writer = None
+        self._epoch_metric_names: set[str] = set()
+
+    def on_fit_start(self, trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(self.log_dir, purge_step=trainer.global_step or None)
+        for tag, text in self.notes.items():
+            self.writer.add_text(tag, text, trainer.global_step)
+
+    def on_train_step_end(self, trainer, outputs: Mapping[str, torch.Tensor]) -> None:
+        step = trainer.global_step
+        if step % trainer.log_every_n_steps != 0:
+            return
+        for name, value in outputs.items():
+            self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
+        for index, group in enumerate(trainer.optimizer.param_groups):
+            self.writer.add_scalar(f"lr/group{index}", group["lr"], step)
+
+    def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
+        step = trainer.global_step
+        self.writer.add_scalar("epoch", trainer.epoch, step)
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+        self._epoch_metric_names.update(metrics)
+        for name, param in trainer.model.named_parameters():
+            self.writer.add_histogram(f"params/{name}", param.detach().float(), step)
+            if param.grad is not None:
+                self.writer.add_histogram(f"grads/{name}", param.grad.detach().float(), step)
+        self.writer.flush()
+
+    def on_fit_end(self, trainer, metrics: Mapping[str, float]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        # Written into this run's own event file (SummaryWriter.add_hparams would start a new
+        # sub-run), so the HParams tab lines each run up with its final scalars.
+        for name, value in metrics.items():
+            if name not in self._epoch_metric_names:  # test/ and best/ are new at this point
+                self.writer.add_scalar(name, value, trainer.global_step)
+        experiment, session_start, session_end = hparams(self.hparams, dict(metrics))
+        for summary in (experiment, session_start, session_end):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.close()

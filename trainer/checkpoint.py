@@ -1,0 +1,80 @@
+"""Checkpoint files: atomic writes, safe loads, and finding the run to resume."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from torchcamp.trainer.errors import UserError
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename.
+
+    A crash mid-write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with open(temporary, "wb") as file:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, file)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: tensors and primitives, never code.
+
+    RNG states must stay on the CPU, so everything is loaded there unless asked otherwise;
+    ``load_state_dict`` moves weights and optimizer state to the model's device.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint not found: {path} (give resume= an existing .pt file, or auto)"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise UserError(f"cannot read checkpoint {path}: {first_line}") from error
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise UserError(f"{path} is not a torchcamp checkpoint (no model/epoch entries)")
+    return state
+
+
+def find_resume_checkpoint(
+    output_root: str | Path, task_name: str, overrides: Sequence[str]
+) -> Path | None:
+    """The newest ``checkpoints/last.pt`` under ``output_root`` from the same experiment.
+
+    The same experiment means the same task and the same command-line overrides, ignoring
+    ``resume`` itself (read from each run's ``.hydra/`` files).
+    """
+    wanted = _comparable(overrides)
+    candidates = []
+    for last in Path(output_root).glob("**/checkpoints/last.pt"):
+        hydra_dir = last.parent.parent / ".hydra"
+        try:
+            run_overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+            run_config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        run_task = (run_config.get("task") or {}).get("name")
+        if run_task == task_name and _comparable(run_overrides) == wanted:
+            candidates.append(last)
+    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def _comparable(overrides: Sequence[str]) -> frozenset[str]:
+    return frozenset(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume")

@@ -1,0 +1,76 @@
+"""Checks on the composed config, before any work: one line per problem, naming key and fix.
+
+Hydra already refuses unknown keys and unknown group options; these rules add types and
+ranges for the user-facing keys. Imports no torch, so ``--cfg job`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from torchcamp.trainer.errors import UserError
+
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+ACCELERATORS = ("auto", "cpu", "cuda")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _one_of(*allowed: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: str(value) in allowed), "one of " + ", ".join(allowed)
+
+
+# key -> (accepts the value?, what is allowed). Keys absent from the config are skipped.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (_is_int, "an integer"),
+    "trainer.max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "trainer.precision": _one_of(*PRECISIONS),
+    "trainer.accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "trainer.gradient_clip_val": (
+        lambda v: v is None or (_is_number(v) and v > 0),
+        "null or a number > 0",
+    ),
+    "trainer.log_every_n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "trainer.monitor": (lambda v: isinstance(v, str) and "/" in v, "a metric name like val/acc"),
+    "trainer.monitor_mode": _one_of("min", "max"),
+    "trainer.progress": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.deterministic": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.cudnn_benchmark": (lambda v: isinstance(v, bool), "true or false"),
+    "data.root": (lambda v: isinstance(v, str) and v != "", "a folder path"),
+    "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "data.synthetic": (lambda v: isinstance(v, bool), "true or false"),
+    "optimizer.lr": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "scheduler.interval": _one_of("epoch", "step"),
+    "regularizer.weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "device.accelerator": _one_of(*ACCELERATORS),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`UserError` for the first value that breaks a rule in :data:`RULES`."""
+    for key, (accepts, allowed) in RULES.items():
+        try:
+            value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
+        except Exception as error:  # a missing (???) value or a broken interpolation
+            raise UserError(f"{key}: {error}".splitlines()[0]) from error
+        if value is _MISSING:
+            continue
+        if not accepts(value):
+            raise UserError(f"{key}={_show(value)} is not allowed: use {allowed}")
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+_MISSING = object()

@@ -1,0 +1,266 @@
+"""The generic training loop: fit -> train_one_epoch -> evaluate.
+
+The Trainer receives plain objects (a model, loaders, an optimizer, ...) and a task's
+``step(model, batch, loss_fn) -> {"loss": tensor, other scalars}``. It owns what every task
+shares: device placement, AMP, gradient accumulation, clipping, schedulers, the best-metric
+bookkeeping, and the state a checkpoint needs. Extras (TensorBoard, checkpoint files) are
+callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from torchcamp.trainer.callbacks import Callback, run_callbacks
+from torchcamp.trainer.utils import get_rng_state, move_to_device, set_rng_state
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Any, Callable], Mapping[str, torch.Tensor]]
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
+class Trainer:
+    """Trains ``model`` with ``step_fn`` and reports epoch metrics as ``{"train/loss": ...}``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        step_fn: StepFn,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable,
+        *,
+        device: torch.device | str = "cpu",
+        scheduler: Any = None,
+        scheduler_interval: str = "epoch",
+        regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+        precision: str = "32",
+        max_epochs: int = 1,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        log_every_n_steps: int = 10,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+        callbacks: Iterable[Callback] = (),
+        progress: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.step_fn, self.loss_fn, self.regularizer = step_fn, loss_fn, regularizer
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+        self.precision = precision
+        self.max_epochs = max_epochs
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = gradient_clip_val
+        self.log_every_n_steps = log_every_n_steps
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
+        # Bars only where a person watches: a log file or CI gets one line per epoch instead.
+        self.progress = progress and sys.stdout.isatty()
+        # fp16 needs loss scaling to keep small gradients from underflowing; bf16 does not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "16-mixed")
+        self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimizer steps taken
+        self.best: float | None = None
+        self.is_best = False  # did the last evaluation set a new best?
+        self.fit_seconds = 0.0  # first training batch to the end of the last validation
+        self._fit_started: float | None = None
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train_loader: Iterable,
+        val_loader: Iterable | None = None,
+        test_loader: Iterable | None = None,
+    ) -> dict[str, float]:
+        """Train from ``self.epoch`` to ``max_epochs``, validating after each epoch, then test.
+
+        Returns the last epoch's metrics plus ``best/<monitor>`` and ``test/<name>``.
+        """
+        self._log_model_summary()
+        run_callbacks(self.callbacks, "on_fit_start", self)
+        metrics: dict[str, float] = {}
+        self._fit_started = None  # set on the first training batch
+        while self.epoch < self.max_epochs:
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                # The shuffle order is a function of (seed, epoch), so a resumed run sees the
+                # same batches as an uninterrupted one.
+                sampler.set_epoch(self.epoch)
+            metrics = self.train_one_epoch(train_loader)
+            if val_loader is not None:
+                metrics |= self.evaluate(val_loader, "val")
+            self.epoch += 1
+            self._update_best(metrics)
+            if self._fit_started is not None:
+                self.fit_seconds = time.perf_counter() - self._fit_started
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, _format(metrics))
+            run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
+        if self.best is not None:
+            metrics[f"best/{self.monitor}"] = self.best
+        if test_loader is not None:
+            run_callbacks(self.callbacks, "on_test_start", self)
+            metrics |= self.evaluate(test_loader, "test")
+        run_callbacks(self.callbacks, "on_fit_end", self, metrics)
+        return metrics
+
+    def train_one_epoch(self, loader: Iterable) -> dict[str, float]:
+        """One pass over ``loader``; returns the epoch means as ``train/<name>``."""
+        self.model.train()
+        num_batches = len(loader)
+        accumulate = self.accumulate_grad_batches
+        means = _Means()
+        bar = tqdm(loader, desc=f"train {self.epoch + 1}", leave=False, disable=not self.progress)
+        for batch_idx, batch in enumerate(bar):
+            if self._fit_started is None:
+                self._fit_started = time.perf_counter()
+            window_start = batch_idx - batch_idx % accumulate
+            # The last window of an epoch may be shorter than k: average over what it has.
+            window_size = min(accumulate, num_batches - window_start)
+            if batch_idx == window_start:
+                self.optimizer.zero_grad(set_to_none=True)
+            out = self._forward(batch, training=True)
+            self.scaler.scale(out["loss"] / window_size).backward()
+            if batch_idx + 1 == window_start + window_size:
+                self._optimizer_step()
+                run_callbacks(self.callbacks, "on_train_step_end", self, out)
+            means.add(out, weight=_batch_size(batch))
+            if self.progress:
+                bar.set_postfix(loss=f"{out['loss'].item():.4f}", lr=f"{self.lr:.3g}")
+        return means.result("train")
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
+        """Run ``step_fn`` over ``loader`` without gradients; returns ``<prefix>/<name>`` means."""
+        self.model.eval()
+        means = _Means()
+        for batch in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
+            means.add(self._forward(batch, training=False), weight=_batch_size(batch))
+        return means.result(prefix)
+
+    # ---- one step -------------------------------------------------------------------------
+
+    def _forward(self, batch: Any, training: bool) -> dict[str, torch.Tensor]:
+        batch = move_to_device(batch, self.device)
+        with self._autocast():
+            out = dict(self.step_fn(self.model, batch, self.loss_fn))
+            if training and self.regularizer is not None:
+                out["reg_loss"] = self.regularizer(self.model)
+                out["loss"] = out["loss"] + out["reg_loss"]
+        return out
+
+    def _optimizer_step(self) -> None:
+        if self.gradient_clip_val is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+
+    def _autocast(self):
+        if self.precision == "32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first parameter group."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _update_best(self, metrics: Mapping[str, float]) -> None:
+        value = metrics.get(self.monitor)
+        self.is_best = False
+        if value is None or math.isnan(value):
+            return
+        better = max if self.monitor_mode == "max" else min
+        if self.best is None or better(value, self.best) != self.best:
+            self.best, self.is_best = value, True
+
+    def _log_model_summary(self) -> None:
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        log.info(
+            "model %s: %s parameters, %s trainable, %s frozen",
+            type(self.model).__name__,
+            f"{total:,}",
+            f"{trainable:,}",
+            f"{total - trainable:,}",
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run: weights, optimizer, scheduler, progress, RNG."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "rng": get_rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved; training continues at the next epoch."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step, self.best = (
+            state["epoch"],
+            state["global_step"],
+            state["best"],
+        )
+        set_rng_state(state["rng"])
+
+
+class _Means:
+    """Running, batch-size-weighted means of a step's scalar outputs."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.weight = 0
+
+    def add(self, out: Mapping[str, torch.Tensor], weight: int) -> None:
+        for name, value in out.items():
+            self.sums[name] += float(value.detach()) * weight
+        self.weight += weight
+
+    def result(self, prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}/{name}": total / max(self.weight, 1) for name, total in self.sums.items()
+        }
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the length of its first element (inputs), or of the batch itself."""
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    return len(first) if hasattr(first, "__len__") else 1
+
+
+def _format(metrics: Mapping[str, float]) -> str:
+    return "  ".join(f"{name}={value:.4f}" for name, value in metrics.items())
