@@ -37,7 +37,6 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
-    from torchcamp.trainer.checkpoint import load_checkpoint
     from torchcamp.trainer.trainer import Trainer
     from torchcamp.trainer.utils import seed_everything
 
@@ -56,13 +55,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
     model = _build("model", task.build_model, instantiate(cfg.model), len(splits["train"].classes))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _build("optimizer", instantiate(cfg.optimizer), trainable)
-    scheduler_cfg = OmegaConf.to_container(cfg.scheduler) or {}
-    interval = scheduler_cfg.pop("interval", "epoch")
-    scheduler = (
-        _build("scheduler", instantiate(scheduler_cfg), optimizer) if scheduler_cfg else None
-    )
+    optimizer, scheduler, interval = _build_optimization(cfg, model)
     loss_fn = _build("loss", instantiate, cfg.loss)
     regularizer = _build("regularizer", instantiate, cfg.regularizer) if cfg.regularizer else None
 
@@ -92,17 +85,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         progress=cfg.trainer.progress,
     )
     if resume_path is not None:
-        state = load_checkpoint(resume_path)
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise UserError(
-                f"checkpoint {resume_path} does not fit this run "
-                f"({str(error).strip().splitlines()[0]}); resume with the same task and model"
-            ) from error
-        log.info(
-            "resumed from %s at epoch %d, step %d", resume_path, trainer.epoch, trainer.global_step
-        )
+        _restore(trainer, resume_path)
 
     metrics = trainer.fit(loaders["train"], loaders.get("val"), loaders.get("test"))
     metrics |= {
@@ -117,6 +100,33 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("metrics: %s", run_dir / "metrics.json")
     return metrics
+
+
+def _build_optimization(cfg: DictConfig, model: Any) -> tuple[Any, Any, str]:
+    """The optimizer over trainable parameters, the scheduler (or None) and its interval."""
+    from hydra.utils import instantiate
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _build("optimizer", instantiate(cfg.optimizer), trainable)
+    scheduler_cfg = OmegaConf.to_container(cfg.scheduler) or {}
+    interval = scheduler_cfg.pop("interval", "epoch")  # ours, not the scheduler's argument
+    if not scheduler_cfg:
+        return optimizer, None, interval
+    return optimizer, _build("scheduler", instantiate(scheduler_cfg), optimizer), interval
+
+
+def _restore(trainer: Any, path: Path) -> None:
+    from torchcamp.trainer.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise UserError(
+            f"checkpoint {path} does not fit this run "
+            f"({str(error).strip().splitlines()[0]}); resume with the same task and model"
+        ) from error
+    log.info("resumed from %s at epoch %d, step %d", path, trainer.epoch, trainer.global_step)
 
 
 def _build(group: str, factory: Any, *args: Any) -> Any:

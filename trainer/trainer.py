@@ -239,21 +239,24 @@ class Trainer:
 
 
 class _Means:
-    """Running, batch-size-weighted means of a step's scalar outputs."""
+    """Running, batch-size-weighted means of a step's scalar outputs.
+
+    Sums stay tensors on the step's device until the epoch ends, so a GPU step never waits
+    for a host copy just to be averaged.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, torch.Tensor | float] = defaultdict(float)
         self.weight = 0
 
     def add(self, out: Mapping[str, torch.Tensor], weight: int) -> None:
         for name, value in out.items():
-            self.sums[name] += float(value.detach()) * weight
+            self.sums[name] = self.sums[name] + value.detach().float() * weight
         self.weight += weight
 
     def result(self, prefix: str) -> dict[str, float]:
-        return {
-            f"{prefix}/{name}": total / max(self.weight, 1) for name, total in self.sums.items()
-        }
+        weight = max(self.weight, 1)
+        return {f"{prefix}/{name}": float(total) / weight for name, total in self.sums.items()}
 
 
 def _batch_size(batch: Any) -> int:
