@@ -68,7 +68,7 @@ class Trainer:
         self.gradient_clip_val = gradient_clip_val
         self.log_every_n_steps = log_every_n_steps
         self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
+        self.callbacks = list(callbacks)  # run_callbacks calls them in `order`
         # Bars only where a person watches: a log file or CI gets one line per epoch instead.
         self.progress = progress and sys.stdout.isatty()
         # fp16 needs loss scaling to keep small gradients from underflowing; bf16 does not.
