@@ -93,11 +93,14 @@ def test_multirun_writes_one_job_per_combination_and_a_summary(tmp_path, run_cli
     assert all(float(row["val/acc"]) >= 0 for row in rows)
 
 
-def test_two_epochs_equal_one_epoch_plus_resume(run_cli):
-    # On the CPU: CUDA's convolution kernels are not bit-reproducible run to run.
-    straight = run_cli(*FAST, "device=cpu")
-    first = run_cli(*FAST, "device=cpu", "trainer.max_epochs=1")
-    resumed = run_cli(*FAST, "device=cpu", f"resume={first.run_dir}/checkpoints/last.pt")
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_two_epochs_equal_one_epoch_plus_resume(run_cli, num_workers):
+    # On the CPU: CUDA's convolution kernels are not bit-reproducible run to run. Random
+    # augmentation (RandomCrop) runs in the workers, so their seeding is part of the test.
+    args = (*FAST, "device=cpu", f"data.num_workers={num_workers}")
+    straight = run_cli(*args)
+    first = run_cli(*args, "trainer.max_epochs=1")
+    resumed = run_cli(*args, f"resume={first.run_dir}/checkpoints/last.pt")
     assert "resumed from" in (resumed.run_dir / "train.log").read_text()
     assert resumed.metrics["epoch"] == 2 and resumed.metrics["global_step"] == 8
     a, b = final_weights(straight.run_dir), final_weights(resumed.run_dir)

@@ -179,8 +179,9 @@ def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) 
         "num_workers": cfg.data.num_workers,
         "collate_fn": collate_fn,
         "pin_memory": device.type == "cuda",
-        "persistent_workers": cfg.data.num_workers > 0,
     }
+    # Workers are not persistent: each epoch's workers are seeded from the global RNG, which a
+    # checkpoint restores, so random augmentation after a resume matches an unbroken run.
     # One replica of DistributedSampler: the shuffle order is a function of (seed, epoch),
     # so resuming at epoch e replays exactly the order an uninterrupted run would see.
     sampler = DistributedSampler(
