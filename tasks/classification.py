@@ -1,11 +1,57 @@
-"""The step shared by single-label classification tasks."""
+"""What single-label classification tasks share: the step, and feeding any loss from logits.
+
+A classifier produces logits ``[N, C]`` and has class-index targets ``[N]``. Each loss config
+says (under ``adapt``) what its loss wants instead — log-probabilities for ``nll``, one-hot
+floats for the BCE family, and so on — and :class:`AdaptedLoss` converts in this one place.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# How logits become the loss's input, and class indices its target.
+INPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "logits": lambda logits: logits,
+    "log_softmax": lambda logits: logits.log_softmax(dim=1),
+    "softmax": lambda logits: logits.softmax(dim=1),
+    "sigmoid": torch.sigmoid,
+}
+TARGETS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "index": lambda labels, classes: labels,
+    "one_hot": lambda labels, classes: F.one_hot(labels, classes).float(),
+    "signed": lambda labels, classes: F.one_hot(labels, classes).float() * 2 - 1,
+}
+
+
+class AdaptedLoss(nn.Module):
+    """``loss(INPUTS[input](logits), TARGETS[target](labels))``, computed in float32.
+
+    Losses run outside autocast: some (``BCELoss``) refuse reduced precision, and all are more
+    accurate in float32.
+    """
+
+    def __init__(self, loss: nn.Module, input: str = "logits", target: str = "index") -> None:
+        super().__init__()
+        if input not in INPUTS or target not in TARGETS:
+            raise ValueError(
+                f"adapt.input must be one of {sorted(INPUTS)} and adapt.target one of "
+                f"{sorted(TARGETS)}, got input={input!r}, target={target!r}"
+            )
+        self.loss, self.input, self.target = loss, input, target
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(logits.device.type, enabled=False):
+            prediction = INPUTS[self.input](logits.float())
+            return self.loss(prediction, TARGETS[self.target](labels, logits.shape[1]))
+
+
+def build_loss(loss: nn.Module, adapt: Mapping[str, str] | None = None) -> nn.Module:
+    """The task's loss: ``loss`` fed from logits and class indices as ``adapt`` says."""
+    return AdaptedLoss(loss, **(adapt or {}))
 
 
 def classification_step(

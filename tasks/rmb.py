@@ -9,9 +9,10 @@ from torch import nn
 from torchvision import transforms
 
 from torchcamp.datasets.rmb import CLASSES, ImageList, find_rmb_splits, render_synthetic_rmb
+from torchcamp.tasks.classification import build_loss
 from torchcamp.tasks.classification import classification_step as step
 
-__all__ = ["build_datasets", "build_model", "make_synthetic_data", "step"]
+__all__ = ["build_datasets", "build_loss", "build_model", "make_synthetic_data", "step"]
 
 # The course's statistics for this set (not ImageNet's).
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -103,8 +103,8 @@ class TensorBoardLogger(Callback):
             return
         for name, value in outputs.items():
             self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
-        for index, group in enumerate(trainer.optimizer.param_groups):
-            self.writer.add_scalar(f"lr/group{index}", group["lr"], step)
+        for index, lr in enumerate(trainer.step_lrs):  # the lr each group just stepped with
+            self.writer.add_scalar(f"lr/group{index}", lr, step)
 
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
         step = trainer.global_step
@@ -113,10 +113,15 @@ class TensorBoardLogger(Callback):
             self.writer.add_scalar(name, value, step)
         self._epoch_metric_names.update(metrics)
         for name, param in trainer.model.named_parameters():
-            self.writer.add_histogram(f"params/{name}", param.detach().float(), step)
+            self._histogram(f"params/{name}", param, step)
             if param.grad is not None:
-                self.writer.add_histogram(f"grads/{name}", param.grad.detach().float(), step)
+                self._histogram(f"grads/{name}", param.grad, step)
         self.writer.flush()
+
+    def _histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        values = values.detach().float()
+        if torch.isfinite(values).all():  # a diverged run keeps its scalars, not broken histograms
+            self.writer.add_histogram(tag, values, step)
 
     def on_fit_end(self, trainer, metrics: Mapping[str, float]) -> None:
         from torch.utils.tensorboard.summary import hparams

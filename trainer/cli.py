@@ -34,8 +34,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """
     validate(cfg)
     import torch
-    from hydra.utils import instantiate
 
+    from torchcamp.trainer import builders
     from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
     from torchcamp.trainer.trainer import Trainer
     from torchcamp.trainer.utils import seed_everything
@@ -54,10 +54,17 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     splits = task.build_datasets(data_root, seed=cfg.seed)
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
-    model = _build("model", task.build_model, instantiate(cfg.model), len(splits["train"].classes))
-    optimizer, scheduler, interval = _build_optimization(cfg, model)
-    loss_fn = _build("loss", instantiate, cfg.loss)
-    regularizer = _build("regularizer", instantiate, cfg.regularizer) if cfg.regularizer else None
+    num_classes = len(splits["train"].classes)
+    model = builders.build_model(_node(cfg.model), task, num_classes)
+    optimizer = builders.build_optimizer(_node(cfg.optimizer), model)
+    scheduler, interval = builders.build_scheduler(
+        _node(cfg.scheduler),
+        optimizer,
+        builders.steps_per_epoch(loaders["train"], cfg.trainer.accumulate_grad_batches),
+        cfg.trainer.max_epochs,
+    )
+    loss_fn = builders.build_loss(_node(cfg.loss), _choice("loss"), task, num_classes)
+    regularizer = builders.build_regularizer(_node(cfg.regularizer))
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     meta = {"task": cfg.task.name, "overrides": _task_overrides()}
@@ -102,17 +109,17 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     return metrics
 
 
-def _build_optimization(cfg: DictConfig, model: Any) -> tuple[Any, Any, str]:
-    """The optimizer over trainable parameters, the scheduler (or None) and its interval."""
-    from hydra.utils import instantiate
+def _node(node: Any) -> dict | None:
+    """A config node as a plain, resolved dict (None stays None)."""
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _build("optimizer", instantiate(cfg.optimizer), trainable)
-    scheduler_cfg = OmegaConf.to_container(cfg.scheduler) or {}
-    interval = scheduler_cfg.pop("interval", "epoch")  # ours, not the scheduler's argument
-    if not scheduler_cfg:
-        return optimizer, None, interval
-    return optimizer, _build("scheduler", instantiate(scheduler_cfg), optimizer), interval
+
+def _choice(group: str) -> str:
+    """The option picked for ``group`` (``loss=focal`` -> ``focal``)."""
+    try:
+        return HydraConfig.get().runtime.choices.get(group) or group
+    except ValueError:  # train() called without Hydra
+        return group
 
 
 def _restore(trainer: Any, path: Path) -> None:
@@ -127,19 +134,6 @@ def _restore(trainer: Any, path: Path) -> None:
             f"({str(error).strip().splitlines()[0]}); resume with the same task and model"
         ) from error
     log.info("resumed from %s at epoch %d, step %d", path, trainer.epoch, trainer.global_step)
-
-
-def _build(group: str, factory: Any, *args: Any) -> Any:
-    """Call a config-built factory; a wrong key under ``group`` becomes one clear line."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return factory(*args)
-    except (TypeError, ValueError, InstantiationException) as error:
-        message = str(error).strip().splitlines()[0]
-        raise UserError(
-            f"cannot build {group}: {message} (check the {group}.* overrides)"
-        ) from error
 
 
 def _resolve_device(accelerator: str, precision: str):

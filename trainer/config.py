@@ -9,12 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from torchcamp.trainer.errors import UserError
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "cuda")
+INITS = (
+    "default",
+    "xavier_normal",
+    "xavier_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "normal",
+    "orthogonal",
+)
 
 
 def _is_int(value: Any) -> bool:
@@ -23,6 +32,19 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, ListConfig))
+
+
+def _is_group_rule(rule: Any) -> bool:
+    if not isinstance(rule, (dict, DictConfig)) or not isinstance(rule.get("match"), str):
+        return False
+    if set(rule) - {"match", "lr_mult", "weight_decay"}:
+        return False
+    numbers = [rule[key] for key in ("lr_mult", "weight_decay") if key in rule]
+    return all(_is_number(n) and n >= 0 for n in numbers)
 
 
 def _one_of(*allowed: str) -> tuple[Callable[[Any], bool], str]:
@@ -53,6 +75,17 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheduler.interval": _one_of("epoch", "step"),
     "regularizer.weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "device.accelerator": _one_of(*ACCELERATORS),
+    "model.init": _one_of(*INITS),
+    "model.init_std": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "model.freeze": (
+        lambda v: _is_list(v) and all(isinstance(p, str) for p in v),
+        "a list of regexes",
+    ),
+    "optimizer.no_decay_bias_norm": (lambda v: isinstance(v, bool), "true or false"),
+    "optimizer.param_groups": (
+        lambda v: _is_list(v) and all(_is_group_rule(rule) for rule in v),
+        "a list of {match: <regex>, lr_mult: <number >= 0>, weight_decay: <number >= 0>}",
+    ),
 }
 
 

@@ -9,6 +9,7 @@ callbacks.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import sys
@@ -23,6 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from torchcamp.trainer.callbacks import Callback, run_callbacks
+from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.params import check_optimizer_fits
+from torchcamp.trainer.regularizers import Regularizer
 from torchcamp.trainer.utils import get_rng_state, move_to_device, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ class Trainer:
         device: torch.device | str = "cpu",
         scheduler: Any = None,
         scheduler_interval: str = "epoch",
-        regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+        regularizer: Regularizer | None = None,
         precision: str = "32",
         max_epochs: int = 1,
         accumulate_grad_batches: int = 1,
@@ -59,6 +63,8 @@ class Trainer:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
         self.model = model.to(self.device)
+        if isinstance(loss_fn, nn.Module):
+            loss_fn.to(self.device)  # class weights and other buffers
         self.step_fn, self.loss_fn, self.regularizer = step_fn, loss_fn, regularizer
         self.optimizer, self.scheduler = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
@@ -79,6 +85,15 @@ class Trainer:
         self.is_best = False  # did the last evaluation set a new best?
         self.fit_seconds = 0.0  # first training batch to the end of the last validation
         self._fit_started: float | None = None
+        self.step_lrs: list[float] = []  # each group's lr in the last optimizer step
+        # LBFGS and friends re-evaluate the loss themselves: step(closure) is mandatory.
+        step_params = inspect.signature(optimizer.step).parameters
+        self.needs_closure = "closure" in step_params and (
+            step_params["closure"].default is inspect.Parameter.empty
+        )
+        check_optimizer_fits(
+            self.model, optimizer, self.needs_closure, accumulate_grad_batches, precision
+        )
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -92,7 +107,7 @@ class Trainer:
 
         Returns the last epoch's metrics plus ``best/<monitor>`` and ``test/<name>``.
         """
-        self._log_model_summary()
+        self._log_summary()
         run_callbacks(self.callbacks, "on_fit_start", self)
         metrics: dict[str, float] = {}
         self._fit_started = None  # set on the first training batch
@@ -110,7 +125,7 @@ class Trainer:
             if self._fit_started is not None:
                 self.fit_seconds = time.perf_counter() - self._fit_started
             if self.scheduler is not None and self.scheduler_interval == "epoch":
-                self.scheduler.step()
+                self._epoch_scheduler_step(metrics)
             log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, _format(metrics))
             run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
         if self.best is not None:
@@ -131,6 +146,11 @@ class Trainer:
         for batch_idx, batch in enumerate(bar):
             if self._fit_started is None:
                 self._fit_started = time.perf_counter()
+            if self.needs_closure:
+                out = self._closure_step(batch)
+                run_callbacks(self.callbacks, "on_train_step_end", self, out)
+                means.add(out, weight=_batch_size(batch))
+                continue
             window_start = batch_idx - batch_idx % accumulate
             # The last window of an epoch may be shorter than k: average over what it has.
             window_size = min(accumulate, num_batches - window_start)
@@ -161,9 +181,12 @@ class Trainer:
         batch = move_to_device(batch, self.device)
         with self._autocast():
             out = dict(self.step_fn(self.model, batch, self.loss_fn))
-            if training and self.regularizer is not None:
-                out["reg_loss"] = self.regularizer(self.model)
-                out["loss"] = out["loss"] + out["reg_loss"]
+            penalty = (
+                self.regularizer.penalty(self.model) if training and self.regularizer else None
+            )
+            if penalty is not None:
+                out["reg_loss"] = penalty
+                out["loss"] = out["loss"] + penalty
         return out
 
     def _optimizer_step(self) -> None:
@@ -172,9 +195,41 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self._after_optimizer_step()
+
+    def _closure_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            out.update(self._forward(batch, training=True))
+            out["loss"].backward()
+            if self.gradient_clip_val is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
+            return out["loss"]
+
+        self.optimizer.step(closure)
+        self._after_optimizer_step()
+        return out
+
+    def _after_optimizer_step(self) -> None:
         self.global_step += 1
+        self.step_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        if self.regularizer is not None:
+            self.regularizer.after_step(self.model)  # constraints such as max_norm
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
+
+    def _epoch_scheduler_step(self, metrics: Mapping[str, float]) -> None:
+        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step()
+        elif self.monitor in metrics:
+            self.scheduler.step(metrics[self.monitor])
+        else:
+            raise UserError(
+                f"scheduler=plateau watches trainer.monitor={self.monitor}, which this run does "
+                f"not report; use one of {', '.join(sorted(metrics))}"
+            )
 
     def _autocast(self):
         if self.precision == "32":
@@ -198,16 +253,19 @@ class Trainer:
         if self.best is None or better(value, self.best) != self.best:
             self.best, self.is_best = value, True
 
-    def _log_model_summary(self) -> None:
+    def _log_summary(self) -> None:
         total = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        log.info(
-            "model %s: %s parameters, %s trainable, %s frozen",
-            type(self.model).__name__,
-            f"{total:,}",
-            f"{trainable:,}",
-            f"{total - trainable:,}",
-        )
+        name = type(self.model).__name__
+        frozen = total - trainable
+        log.info(f"model {name}: {total:,} parameters, {trainable:,} trainable, {frozen:,} frozen")
+        for index, group in enumerate(self.optimizer.param_groups):
+            count = sum(p.numel() for p in group["params"])
+            log.info(
+                f"param group {index} {group.get('name', '')}: {len(group['params'])} tensors, "
+                f"{count:,} parameters, lr={group['lr']:.3g}, "
+                f"weight_decay={group.get('weight_decay', 'n/a')}"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run: weights, optimizer, scheduler, progress, RNG."""

@@ -1,0 +1,131 @@
+"""Config nodes (plain dicts) -> objects, with ``hydra.utils.instantiate`` as the registry.
+
+The CLI hands each group's node here as a plain dict. The keys torchcamp reads itself — a
+scheduler's ``interval``, a loss's ``adapt``, ``model.freeze`` and so on — are taken out before
+the rest is passed to the ``_target_``. Mistakes in a node end as one clear :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any
+
+import torch
+import yaml
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from torch import nn
+
+from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.params import build_param_groups, freeze, init_weights
+
+log = logging.getLogger(__name__)
+
+
+def build_model(node: Mapping[str, Any], task: Any, num_classes: int) -> nn.Module:
+    """The task's model from the ``model`` node, initialised (``init``) and partly frozen."""
+    node = dict(node)
+    patterns, scheme, std = (
+        node.pop("freeze", []),
+        node.pop("init", "default"),
+        node.pop("init_std", 0.02),
+    )
+    model = call("model", task.build_model, instantiate(node), num_classes)
+    init_weights(model, scheme, std)
+    frozen = freeze(model, patterns)
+    if frozen:
+        log.info("froze %d parameter tensors matching %s", len(frozen), list(patterns))
+    return model
+
+
+def build_optimizer(node: Mapping[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters, in the parameter groups the node asks for."""
+    node = dict(node)
+    no_decay, rules = node.pop("no_decay_bias_norm", False), node.pop("param_groups", [])
+    if rules or no_decay:
+        params = build_param_groups(model, node["lr"], node.get("weight_decay"), rules, no_decay)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    return call("optimizer", instantiate(node), params)
+
+
+def build_scheduler(
+    node: Mapping[str, Any] | None,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    max_epochs: int,
+) -> tuple[Any, str]:
+    """The scheduler (None for ``scheduler=none``) and its interval, ``epoch`` or ``step``.
+
+    ``total_steps: null`` anywhere in the node becomes the run's optimizer steps, and
+    ``step_size_up: null`` half an epoch of them, so per-step schedules fit the run exactly
+    whatever the loader length and accumulation.
+    """
+    node = dict(node or {})
+    interval = node.pop("interval", "epoch")
+    if not node:
+        return None, interval
+    _fill_step_counts(node, steps_per_epoch, steps_per_epoch * max_epochs)
+    return call("scheduler", instantiate(node), optimizer), interval
+
+
+def _fill_step_counts(node: dict, steps_per_epoch: int, total_steps: int) -> None:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _fill_step_counts(value, steps_per_epoch, total_steps)
+        elif value is None and key == "total_steps":
+            node[key] = total_steps
+        elif value is None and key == "step_size_up":
+            node[key] = max(1, steps_per_epoch // 2)
+
+
+def build_loss(node: Mapping[str, Any], name: str, task: Any, num_classes: int) -> Callable:
+    """The loss, adapted by the task to its outputs; lists of numbers become tensors."""
+    node = dict(node)
+    adapt, binary_only = node.pop("adapt", None), node.pop("binary_only", False)
+    if binary_only and num_classes != 2:
+        fitting = ", ".join(n for n, spec in _loss_specs().items() if not spec.get("binary_only"))
+        raise UserError(
+            f"loss={name} fits two-class tasks only, and this task has {num_classes} classes: "
+            f"use one of {fitting}"
+        )
+    tensors = {k: torch.tensor(v) for k, v in node.items() if _is_number_list(v)}
+    rest = {k: v for k, v in node.items() if k not in tensors}
+    loss = call("loss", lambda: instantiate(rest, **tensors))
+    return task.build_loss(loss, adapt) if hasattr(task, "build_loss") else loss
+
+
+def _loss_specs() -> dict[str, dict]:
+    folder = resources.files("torchcamp.conf").joinpath("loss")
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".yaml"))
+    return {f.name.removesuffix(".yaml"): yaml.safe_load(f.read_text()) or {} for f in files}
+
+
+def _is_number_list(value: Any) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(v, (int, float)) for v in value)
+    )
+
+
+def build_regularizer(node: Mapping[str, Any] | None) -> Any:
+    """The regularizer, or None for ``regularizer=none``."""
+    return call("regularizer", instantiate, dict(node)) if node else None
+
+
+def steps_per_epoch(loader: Any, accumulate_grad_batches: int) -> int:
+    """Optimizer steps in one epoch: the last, shorter accumulation window counts too."""
+    return math.ceil(len(loader) / accumulate_grad_batches)
+
+
+def call(group: str, factory: Callable, *args: Any) -> Any:
+    """Call a config-built factory; a wrong key under ``group`` becomes one clear line."""
+    try:
+        return factory(*args)
+    except (TypeError, ValueError, InstantiationException) as error:
+        message = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"cannot build {group}: {message} (check the {group}.* overrides)"
+        ) from error
