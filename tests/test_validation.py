@@ -12,7 +12,7 @@ CASES = [
     (["trainer.max_epochs=abc"], "trainer.max_epochs=abc"),
     (["trainer.monitor_mode=up"], "trainer.monitor_mode=up"),
     (["data.batch_size=0"], "data.batch_size=0"),
-    (["optimizer=nope"], "unknown optimizer option 'nope'"),
+    (["optimizer=nope"], "unknown optimizer option 'nope': choose one of adadelta"),
     (["trainer.nope=1"], "trainer.nope"),
     (["+optimizer.nope=1", "data.synthetic=true"], "cannot build optimizer"),
     (["resume=missing.pt"], "resume=missing.pt"),
