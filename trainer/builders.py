@@ -16,13 +16,22 @@ from typing import Any
 import torch
 import yaml
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import instantiate as hydra_instantiate
 from torch import nn
 
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.params import build_param_groups, freeze, init_weights
 
 log = logging.getLogger(__name__)
+
+
+def instantiate(node: Mapping[str, Any], **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` passing plain lists and dicts, never OmegaConf containers.
+
+    An optimizer keeps its arguments (``betas``...) in its state dict, and a checkpoint must
+    hold only primitives to load with ``weights_only=True``.
+    """
+    return hydra_instantiate(node, _convert_="all", **kwargs)
 
 
 def build_model(node: Mapping[str, Any], task: Any, num_classes: int) -> nn.Module:

@@ -126,6 +126,14 @@ def _restore(trainer: Any, path: Path) -> None:
     from torchcamp.trainer.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
+    saved_total = (state.get("scheduler") or {}).get("total_steps")
+    total = getattr(trainer.scheduler, "total_steps", None)
+    if saved_total is not None and total is not None and saved_total != total:
+        raise UserError(
+            f"checkpoint {path} has a schedule of total_steps={saved_total} optimizer steps and "
+            f"this run needs {total}: resume with the checkpoint's trainer.max_epochs, or set "
+            f"scheduler.total_steps={saved_total}"
+        )
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError) as error:
