@@ -273,3 +273,50 @@ def test_resume_with_a_different_onecycle_length_is_refused(run_cli):
     )
     assert result.returncode == 2
     assert "total_steps=4" in result.stderr and "this run needs 8" in result.stderr
+
+
+def test_a_binary_loss_on_a_many_class_task_names_the_losses_that_fit():
+    from torchcamp.tasks import rmb
+
+    node = {
+        "_target_": "torch.nn.BCELoss",
+        "adapt": {"input": "sigmoid", "target": "one_hot"},
+        "binary_only": True,
+    }
+    with pytest.raises(UserError, match=r"loss=bce fits two-class tasks only.*18 classes") as error:
+        builders.build_loss(node, "bce", rmb, num_classes=18)
+    assert "cross_entropy" in str(error.value) and "bce_with_logits" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "xavier_normal",
+        "xavier_uniform",
+        "kaiming_normal",
+        "kaiming_uniform",
+        "normal",
+        "orthogonal",
+    ],
+)
+def test_init_schemes_reinitialise_weights_and_zero_biases(scheme):
+    from torchcamp.trainer.params import init_weights
+
+    torch.manual_seed(0)
+    model = LeNet(num_classes=2)
+    for module in model.modules():
+        if hasattr(module, "bias") and module.bias is not None:
+            nn.init.constant_(module.bias, 0.3)
+    before = copy.deepcopy(model.state_dict())
+    init_weights(model, scheme, std=0.01)
+    after = model.state_dict()
+    for name in after:
+        if name.endswith("bias"):
+            assert torch.count_nonzero(after[name]) == 0, name
+        else:
+            assert not torch.equal(before[name], after[name]), name
+    if scheme == "normal":
+        assert after["fc1.weight"].std().item() == pytest.approx(0.01, rel=0.1)
+    if scheme == "orthogonal":
+        weight = after["fc2.weight"]  # 84 x 120: orthonormal rows
+        torch.testing.assert_close(weight @ weight.T, torch.eye(84), atol=1e-5, rtol=0)
