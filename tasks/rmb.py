@@ -18,8 +18,14 @@ __all__ = ["build_datasets", "build_loss", "build_model", "make_synthetic_data",
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
-def build_datasets(root: str | Path, seed: int) -> dict[str, ImageList]:
-    """Train/val/test splits with the course's transforms (RandomCrop on train only)."""
+def build_datasets(root: str | Path, seed: int, augment: bool = True) -> dict[str, ImageList]:
+    """Train/val/test splits with the course's transforms (RandomCrop on train only).
+
+    ``augment=False`` gives the training split the evaluation transform.
+    """
+    eval_transform = transforms.Compose(
+        [transforms.Resize((32, 32)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    )
     train_transform = transforms.Compose(
         [
             transforms.Resize((32, 32)),
@@ -28,9 +34,8 @@ def build_datasets(root: str | Path, seed: int) -> dict[str, ImageList]:
             transforms.Normalize(MEAN, STD),
         ]
     )
-    eval_transform = transforms.Compose(
-        [transforms.Resize((32, 32)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
-    )
+    if not augment:
+        train_transform = eval_transform
     splits = find_rmb_splits(root, seed)
     return {
         name: ImageList(samples, CLASSES, train_transform if name == "train" else eval_transform)

@@ -20,8 +20,11 @@ GROUPS = ("task", "model", "optimizer", "scheduler", "loss", "regularizer", "dev
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 # Options that must refuse this task at start, with the words their message must contain.
 REFUSED = {("optimizer", "sparse_adam"): "needs sparse gradients"}
+# Options that need another key to run here.
+EXTRA = {}
 if not torch.cuda.is_available():
     REFUSED[("device", "cuda")] = "CUDA is not available"
+    EXTRA[("device", "ddp")] = ("device.devices=2",)  # `all` counts GPUs
 
 
 def run_train(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path]:
@@ -40,7 +43,12 @@ def run_train(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path]:
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_trains_a_few_steps(monkeypatch, tmp_path, capsys, group, option):
     code, run_dir = run_train(
-        monkeypatch, tmp_path, f"{group}={option}", "data.synthetic=true", "trainer.max_epochs=1"
+        monkeypatch,
+        tmp_path,
+        f"{group}={option}",
+        *EXTRA.get((group, option), ()),
+        "data.synthetic=true",
+        "trainer.max_epochs=1",
     )
     if (group, option) in REFUSED:
         assert code == 2
@@ -48,7 +56,8 @@ def test_every_option_trains_a_few_steps(monkeypatch, tmp_path, capsys, group, o
         return
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["global_step"] == 4  # 64 synthetic training images in batches of 16
+    # 64 synthetic training images in batches of 16, split over the DDP ranks if any.
+    assert metrics["global_step"] == 4 // metrics["world_size"]
     assert all(v == v for v in metrics.values() if isinstance(v, float)), metrics  # no NaN
     config = (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert f"{group}={option}" in config

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from torchcamp.trainer import distributed
 from torchcamp.trainer.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -42,9 +43,12 @@ class ModelCheckpoint(Callback):
 
     order = 0
 
-    def __init__(self, dirpath: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, dirpath: str | Path, extra: Mapping[str, Any] | None = None, save: bool = True
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.extra = dict(extra or {})
+        self.save = save  # under DDP only rank 0 writes; every rank takes part in loading
 
     @property
     def last_path(self) -> Path:
@@ -55,6 +59,8 @@ class ModelCheckpoint(Callback):
         return self.dirpath / "best.pt"
 
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
+        if not self.save:
+            return
         save_checkpoint(trainer.state_dict() | self.extra, self.last_path)
         # Without a monitored metric there is no "best": the newest weights stand in for it.
         if trainer.is_best or trainer.best is None:
@@ -63,9 +69,11 @@ class ModelCheckpoint(Callback):
             temporary.replace(self.best_path)
 
     def on_test_start(self, trainer) -> None:
-        if self.best_path.exists():
+        if self.save and self.best_path.exists():
             state = load_checkpoint(self.best_path, map_location=trainer.device)
-            trainer.model.load_state_dict(state["model"])
+            trainer.module.load_state_dict(state["model"])
+        # Other ranks may not see rank 0's files (nodes without a shared disk): copy its weights.
+        distributed.broadcast_module(trainer.module)
 
 
 class TensorBoardLogger(Callback):
@@ -112,7 +120,7 @@ class TensorBoardLogger(Callback):
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
         self._epoch_metric_names.update(metrics)
-        for name, param in trainer.model.named_parameters():
+        for name, param in trainer.module.named_parameters():
             self._histogram(f"params/{name}", param, step)
             if param.grad is not None:
                 self._histogram(f"grads/{name}", param.grad, step)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +28,41 @@ from torchcamp.trainer.errors import UserError
 log = logging.getLogger("torchcamp")
 
 
-def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train as ``cfg`` says, writing into ``run_dir`` (Hydra's output dir by default).
+@dataclass
+class RunInfo:
+    """What Hydra knows about this run, as plain values that DDP worker processes can receive."""
 
-    Returns the final metrics that are also written to ``run_dir/metrics.json``.
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)  # the command line's, for resume=auto
+    choices: dict[str, str] = field(default_factory=dict)  # group -> option, e.g. loss -> focal
+
+    @classmethod
+    def from_hydra(cls) -> RunInfo:
+        hydra_cfg = HydraConfig.get()
+        choices = {g: c for g, c in hydra_cfg.runtime.choices.items() if not g.startswith("hydra")}
+        return cls(Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task), choices)
+
+
+def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
+    """Train as ``cfg`` says, writing into ``info.run_dir`` (Hydra's output dir by default).
+
+    Under ``device=ddp`` this runs in every rank's process; only rank 0 writes files. Returns
+    the final metrics, which rank 0 also writes to ``run_dir/metrics.json``.
     """
     validate(cfg)
-    import torch
-
-    from torchcamp.trainer import builders
+    from torchcamp.trainer import builders, devices, distributed
     from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
     from torchcamp.trainer.trainer import Trainer
-    from torchcamp.trainer.utils import seed_everything
 
-    run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
-    device = _resolve_device(cfg.device.accelerator, str(cfg.trainer.precision))
-    seed_everything(cfg.seed)
-    torch.backends.cudnn.benchmark = cfg.trainer.cudnn_benchmark
-    if cfg.trainer.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
+    info = info or RunInfo.from_hydra()
+    run_dir = info.run_dir
+    device, gpus = _setup_process(cfg)
+    is_main = distributed.rank() == 0
 
-    resume_path = _resume_path(cfg)  # before any work: a wrong path fails at once
+    resume_path = _resume_path(cfg, info)  # before any work: a wrong path fails at once
     task = importlib.import_module(cfg.task.module)
-    data_root, notes = _prepare_data(cfg, task, run_dir)
-    splits = task.build_datasets(data_root, seed=cfg.seed)
+    data_root, notes = _prepare_data(cfg, task, run_dir, is_main)
+    splits = task.build_datasets(data_root, seed=cfg.seed, augment=cfg.data.augment)
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
     num_classes = len(splits["train"].classes)
@@ -63,15 +74,22 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         builders.steps_per_epoch(loaders["train"], cfg.trainer.accumulate_grad_batches),
         cfg.trainer.max_epochs,
     )
-    loss_fn = builders.build_loss(_node(cfg.loss), _choice("loss"), task, num_classes)
+    loss_fn = builders.build_loss(
+        _node(cfg.loss), info.choices.get("loss", "loss"), task, num_classes
+    )
     regularizer = builders.build_regularizer(_node(cfg.regularizer))
+    model = devices.wrap_model(model, cfg.device.strategy, device, gpus, cfg.device.sync_batchnorm)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {"task": cfg.task.name, "overrides": _task_overrides()}
+    meta = {"task": cfg.task.name, "overrides": info.overrides}
     callbacks = [
-        ModelCheckpoint(run_dir / "checkpoints", extra={"config": resolved, "meta": meta}),
-        TensorBoardLogger(run_dir / "tb", hparams=_hparams(resolved), notes=notes),
+        ModelCheckpoint(
+            run_dir / "checkpoints", extra={"config": resolved, "meta": meta}, save=is_main
+        )
     ]
+    if is_main:
+        hparams = info.choices | _flatten(resolved)
+        callbacks.append(TensorBoardLogger(run_dir / "tb", hparams=hparams, notes=notes))
     trainer = Trainer(
         model,
         task.step,
@@ -89,7 +107,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         monitor=cfg.trainer.monitor,
         monitor_mode=cfg.trainer.monitor_mode,
         callbacks=callbacks,
-        progress=cfg.trainer.progress,
+        progress=cfg.trainer.progress and is_main,
     )
     if resume_path is not None:
         _restore(trainer, resume_path)
@@ -101,25 +119,48 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         "time/fit_seconds": round(trainer.fit_seconds, 3),
         "task": cfg.task.name,
         "synthetic": cfg.data.synthetic,
+        "world_size": distributed.world_size(),
         "resumed_from": str(resume_path) if resume_path else None,
         "status": "completed",
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("metrics: %s", run_dir / "metrics.json")
+    if is_main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log.info("metrics: %s", run_dir / "metrics.json")
     return metrics
+
+
+def _setup_process(cfg: DictConfig) -> tuple[Any, list[int]]:
+    """Join the DDP group if asked, pick this process's device, seed, set backend flags."""
+    import torch
+
+    from torchcamp.trainer import devices, distributed
+    from torchcamp.trainer.utils import seed_everything
+
+    cuda = devices.use_cuda(cfg.device.accelerator)
+    if str(cfg.trainer.precision) == "16-mixed" and not cuda:
+        raise UserError(
+            "trainer.precision=16-mixed needs CUDA, and this run is on the CPU: "
+            "use trainer.precision=bf16-mixed or 32"
+        )
+    gpus = devices.choose_gpus(cfg.device.gpus) if cuda else []
+    if cfg.device.strategy == "ddp":
+        distributed.init_process_group(cfg.device.backend or ("nccl" if cuda else "gloo"))
+        if distributed.rank() != 0:
+            logging.getLogger().setLevel(logging.WARNING)  # one voice in the log: rank 0's
+    device = devices.process_device(cuda, cfg.device.strategy, gpus)
+    # Every rank starts from the same seed: DDP keeps the replicas identical anyway, and a
+    # checkpoint's RNG state (rank 0's) then fits every rank on resume.
+    seed_everything(cfg.seed)
+    torch.backends.cudnn.benchmark = cfg.trainer.cudnn_benchmark
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+    return device, gpus
 
 
 def _node(node: Any) -> dict | None:
     """A config node as a plain, resolved dict (None stays None)."""
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
-
-
-def _choice(group: str) -> str:
-    """The option picked for ``group`` (``loss=focal`` -> ``focal``)."""
-    try:
-        return HydraConfig.get().runtime.choices.get(group) or group
-    except ValueError:  # train() called without Hydra
-        return group
 
 
 def _restore(trainer: Any, path: Path) -> None:
@@ -144,38 +185,33 @@ def _restore(trainer: Any, path: Path) -> None:
     log.info("resumed from %s at epoch %d, step %d", path, trainer.epoch, trainer.global_step)
 
 
-def _resolve_device(accelerator: str, precision: str):
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if accelerator == "cuda" and not has_cuda:
-        raise UserError("device=cuda but CUDA is not available here: use device=cpu or device=auto")
-    device = torch.device("cuda" if accelerator in ("cuda", "auto") and has_cuda else "cpu")
-    if precision == "16-mixed" and device.type != "cuda":
-        raise UserError(
-            "trainer.precision=16-mixed needs CUDA, and this run is on the CPU: "
-            "use trainer.precision=bf16-mixed or 32"
-        )
-    return device
-
-
-def _prepare_data(cfg: DictConfig, task: Any, run_dir: Path) -> tuple[Path, dict[str, str]]:
+def _prepare_data(
+    cfg: DictConfig, task: Any, run_dir: Path, is_main: bool
+) -> tuple[Path, dict[str, str]]:
     """The data root to read, and notes for the logs; renders synthetic data when asked."""
+    from torchcamp.trainer import distributed
+
     if not cfg.data.synthetic:
         return Path(cfg.data.root), {}
     root = run_dir / "synthetic_data"
-    task.make_synthetic_data(root, seed=cfg.seed)
+    if is_main:  # the other ranks wait and read the same files
+        task.make_synthetic_data(root, seed=cfg.seed)
+    distributed.barrier()
     note = (
         f"data.synthetic=true: training on a rendered stand-in data set in {root}, not on "
         f"real data; its figures say nothing about the real task"
     )
-    log.warning(note)
+    if is_main:
+        log.warning(note)
     return root, {"data/synthetic": note}
 
 
 def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) -> dict[str, Any]:
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+    from torchcamp.trainer import distributed
+
+    rank, world = distributed.rank(), distributed.world_size()
     common = {
         "batch_size": cfg.data.batch_size,
         "num_workers": cfg.data.num_workers,
@@ -184,26 +220,26 @@ def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) 
     }
     # Workers are not persistent: each epoch's workers are seeded from the global RNG, which a
     # checkpoint restores, so random augmentation after a resume matches an unbroken run.
-    # One replica of DistributedSampler: the shuffle order is a function of (seed, epoch),
-    # so resuming at epoch e replays exactly the order an uninterrupted run would see.
+    # DistributedSampler (one replica without DDP): the shuffle order is a function of
+    # (seed, epoch), so resuming at epoch e replays exactly the order an unbroken run sees, and
+    # under DDP every rank gets as many batches as the others (it pads with repeats).
     sampler = DistributedSampler(
-        splits["train"], num_replicas=1, rank=0, shuffle=True, seed=cfg.seed
+        splits["train"], num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed
     )
     loaders = {"train": DataLoader(splits["train"], sampler=sampler, **common)}
     for split in ("val", "test"):
         if split in splits:
-            loaders[split] = DataLoader(splits[split], shuffle=False, **common)
+            # Evaluation shards are not padded: every sample counts once in the reduced metrics.
+            shard = (
+                splits[split]
+                if world == 1
+                else Subset(splits[split], range(rank, len(splits[split]), world))
+            )
+            loaders[split] = DataLoader(shard, shuffle=False, **common)
     return loaders
 
 
-def _task_overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # train() called without Hydra (tests, notebooks)
-        return []
-
-
-def _resume_path(cfg: DictConfig) -> Path | None:
+def _resume_path(cfg: DictConfig, info: RunInfo) -> Path | None:
     from torchcamp.trainer.checkpoint import find_resume_checkpoint
 
     if cfg.resume in (None, ""):
@@ -215,7 +251,7 @@ def _resume_path(cfg: DictConfig) -> Path | None:
                 "(give the path of a last.pt or best.pt, or resume=auto)"
             )
         return Path(cfg.resume)
-    found = find_resume_checkpoint(cfg.output_root, cfg.task.name, _task_overrides())
+    found = find_resume_checkpoint(cfg.output_root, cfg.task.name, info.overrides)
     if found is None:
         log.info(
             "resume=auto: no earlier run of task=%s with these overrides under %s; starting fresh",
@@ -225,16 +261,9 @@ def _resume_path(cfg: DictConfig) -> Path | None:
     return found
 
 
-def _hparams(resolved: dict) -> dict[str, Any]:
-    """Flat hyperparameters for TensorBoard's HParams tab: group choices and every value."""
+def _flatten(resolved: dict) -> dict[str, Any]:
+    """Every value of the config as ``{"optimizer.lr": 0.01, ...}`` (TensorBoard's HParams)."""
     flat: dict[str, Any] = {}
-    try:
-        choices = HydraConfig.get().runtime.choices
-        flat |= {
-            group: choice for group, choice in choices.items() if not group.startswith("hydra")
-        }
-    except ValueError:
-        pass
 
     def visit(node: Any, prefix: str) -> None:
         if isinstance(node, dict):
@@ -248,10 +277,61 @@ def _hparams(resolved: dict) -> dict[str, Any]:
     return flat
 
 
+def _launch_ddp(cfg: DictConfig, info: RunInfo) -> dict[str, Any]:
+    """Start one process per device for ``device=ddp`` and return rank 0's metrics."""
+    from torchcamp.trainer import devices, distributed
+
+    cuda = devices.use_cuda(cfg.device.accelerator)
+    gpus = devices.choose_gpus(cfg.device.gpus) if cuda else []
+    nprocs = devices.num_processes(cfg.device.devices, gpus, cuda)
+    if cuda:  # each rank then uses cuda:<local rank> among the chosen GPUs
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus[:nprocs])
+    log.info(
+        "device=ddp: starting %d processes (%s)",
+        nprocs,
+        "GPUs " + str(gpus[:nprocs]) if cuda else "CPU, gloo",
+    )
+    container = OmegaConf.to_container(cfg, resolve=True)
+    result = distributed.launch(_ddp_worker, (container, info), nprocs)
+    if "error" in result:
+        raise UserError(result["error"])
+    return result
+
+
+def _ddp_worker(container: dict, info: RunInfo) -> dict[str, Any]:
+    """One DDP rank, in a process the elastic launcher started (no Hydra here)."""
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", 0))
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if rank == 0:
+        handlers.append(logging.FileHandler(info.run_dir / "train.log"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    try:
+        return train(OmegaConf.create(container), info)
+    except UserError as error:
+        return {"error": str(error)}
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://torchcamp.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from torchcamp.trainer import distributed
+
+    info = RunInfo.from_hydra()
     try:
-        metrics = train(cfg)
+        validate(cfg)
+        if cfg.device.strategy == "ddp" and not distributed.launched_externally():
+            metrics = _launch_ddp(cfg, info)
+        else:  # one process, or one rank that torchrun / SLURM started
+            metrics = train(cfg, info)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -71,10 +71,23 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.synthetic": (lambda v: isinstance(v, bool), "true or false"),
+    "data.augment": (lambda v: isinstance(v, bool), "true or false"),
     "optimizer.lr": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "scheduler.interval": _one_of("epoch", "step"),
     "regularizer.weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "device.accelerator": _one_of(*ACCELERATORS),
+    "device.strategy": _one_of("single", "ddp", "dp"),
+    "device.devices": (lambda v: v == "all" or (_is_int(v) and v >= 1), "all or an integer >= 1"),
+    "device.gpus": (
+        lambda v: (
+            v is None
+            or v == "auto_free"
+            or (_is_list(v) and all(_is_int(g) and g >= 0 for g in v) and len(v) > 0)
+        ),
+        "null, auto_free or a list of GPU indices such as [0,2]",
+    ),
+    "device.backend": (lambda v: v in (None, "nccl", "gloo"), "null, nccl or gloo"),
+    "device.sync_batchnorm": (lambda v: isinstance(v, bool), "true or false"),
     "model.init": _one_of(*INITS),
     "model.init_std": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "model.freeze": (

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.params import check_optimizer_fits
@@ -62,7 +63,10 @@ class Trainer:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
+        # `model` may be wrapped (DistributedDataParallel, DataParallel): it runs the training
+        # steps; `module` is the bare model that is evaluated, summarised and saved.
         self.model = model.to(self.device)
+        self.module = distributed.unwrap(model)
         if isinstance(loss_fn, nn.Module):
             loss_fn.to(self.device)  # class weights and other buffers
         self.step_fn, self.loss_fn, self.regularizer = step_fn, loss_fn, regularizer
@@ -156,9 +160,13 @@ class Trainer:
             window_size = min(accumulate, num_batches - window_start)
             if batch_idx == window_start:
                 self.optimizer.zero_grad(set_to_none=True)
-            out = self._forward(batch, training=True)
-            self.scaler.scale(out["loss"] / window_size).backward()
-            if batch_idx + 1 == window_start + window_size:
+            steps_now = batch_idx + 1 == window_start + window_size
+            # DDP all-reduces gradients on every backward; only the window's last one needs it.
+            no_sync = getattr(self.model, "no_sync", None)
+            with nullcontext() if steps_now or no_sync is None else no_sync():
+                out = self._forward(batch, training=True)
+                self.scaler.scale(out["loss"] / window_size).backward()
+            if steps_now:
                 self._optimizer_step()
                 run_callbacks(self.callbacks, "on_train_step_end", self, out)
             means.add(out, weight=_batch_size(batch))
@@ -168,21 +176,28 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
-        """Run ``step_fn`` over ``loader`` without gradients; returns ``<prefix>/<name>`` means."""
-        self.model.eval()
+        """Run ``step_fn`` over ``loader`` without gradients; returns ``<prefix>/<name>`` means.
+
+        Under DDP each rank evaluates its shard with the bare model (no collectives per batch,
+        so shards of different lengths cannot hang) and the sums are reduced at the end.
+        """
+        model = self.module if distributed.is_distributed() else self.model
+        model.eval()
         means = _Means()
         for batch in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
-            means.add(self._forward(batch, training=False), weight=_batch_size(batch))
+            means.add(self._forward(batch, training=False, model=model), weight=_batch_size(batch))
         return means.result(prefix)
 
     # ---- one step -------------------------------------------------------------------------
 
-    def _forward(self, batch: Any, training: bool) -> dict[str, torch.Tensor]:
+    def _forward(
+        self, batch: Any, training: bool, model: nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
         batch = move_to_device(batch, self.device)
         with self._autocast():
-            out = dict(self.step_fn(self.model, batch, self.loss_fn))
+            out = dict(self.step_fn(model or self.model, batch, self.loss_fn))
             penalty = (
-                self.regularizer.penalty(self.model) if training and self.regularizer else None
+                self.regularizer.penalty(self.module) if training and self.regularizer else None
             )
             if penalty is not None:
                 out["reg_loss"] = penalty
@@ -216,7 +231,7 @@ class Trainer:
         self.global_step += 1
         self.step_lrs = [group["lr"] for group in self.optimizer.param_groups]
         if self.regularizer is not None:
-            self.regularizer.after_step(self.model)  # constraints such as max_norm
+            self.regularizer.after_step(self.module)  # constraints such as max_norm
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
 
@@ -254,9 +269,9 @@ class Trainer:
             self.best, self.is_best = value, True
 
     def _log_summary(self) -> None:
-        total = sum(p.numel() for p in self.model.parameters())
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        name = type(self.model).__name__
+        total = sum(p.numel() for p in self.module.parameters())
+        trainable = sum(p.numel() for p in self.module.parameters() if p.requires_grad)
+        name = type(self.module).__name__
         frozen = total - trainable
         log.info(f"model {name}: {total:,} parameters, {trainable:,} trainable, {frozen:,} frozen")
         for index, group in enumerate(self.optimizer.param_groups):
@@ -270,7 +285,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run: weights, optimizer, scheduler, progress, RNG."""
         return {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -282,7 +297,10 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; training continues at the next epoch."""
-        self.model.load_state_dict(state["model"])
+        weights = dict(state["model"])
+        # Checkpoints written from a wrapped model by other tools carry a `module.` prefix.
+        nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")
+        self.module.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -313,8 +331,13 @@ class _Means:
         self.weight += weight
 
     def result(self, prefix: str) -> dict[str, float]:
-        weight = max(self.weight, 1)
-        return {f"{prefix}/{name}": float(total) / weight for name, total in self.sums.items()}
+        """The means over all ranks' samples (one all-reduce under DDP)."""
+        names = sorted(self.sums)
+        totals = torch.tensor([float(self.weight), *[float(self.sums[n]) for n in names]])
+        weight, *sums = distributed.all_reduce_sum(totals).tolist()
+        return {
+            f"{prefix}/{n}": total / max(weight, 1.0) for n, total in zip(names, sums, strict=True)
+        }
 
 
 def _batch_size(batch: Any) -> int:

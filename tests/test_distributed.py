@@ -1,0 +1,207 @@
+"""Several processes from one command: DDP (gloo on the CPU), DataParallel, torchrun, SLURM."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchcamp.trainer import devices
+from torchcamp.trainer.errors import UserError
+
+# No augmentation: a rank's random crops cannot equal a single process's, so comparisons of
+# weights across process layouts need deterministic inputs.
+PLAIN = ("data.synthetic=true", "data.augment=false", "device=cpu", "trainer.max_epochs=2")
+DDP2 = ("device=ddp", "device.devices=2", "device.accelerator=cpu")
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:  # all-reduce sums in another order than one big batch: float tolerance
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.fixture(scope="module")
+def single_16(tmp_path_factory):
+    """One process, batch 16: the reference for two ranks of 8."""
+    cwd = tmp_path_factory.mktemp("single")
+    run_dir = cwd / "run"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchcamp.trainer.cli",
+            *PLAIN,
+            "data.batch_size=16",
+            f"hydra.run.dir={run_dir}",
+            "trainer.progress=false",
+        ],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+    return run_dir
+
+
+def test_two_ranks_match_one_process_with_the_same_global_batch(run_cli, single_16):
+    result = run_cli(*PLAIN, *DDP2, "data.batch_size=8")
+    assert result.metrics["world_size"] == 2 and result.metrics["global_step"] == 8
+    assert_same_weights(result.run_dir, single_16)
+    # Only rank 0 wrote: one event file, one metrics.json, one log voice.
+    assert len(list((result.run_dir / "tb").glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (result.run_dir / "checkpoints").iterdir()) == [
+        "best.pt",
+        "last.pt",
+    ]
+    log = (result.run_dir / "train.log").read_text()
+    assert "rank 0 of 2 joined the gloo process group" in log
+    assert log.count("epoch 2/2") == 1
+
+
+def test_ddp_with_accumulation_matches_the_same_global_batch(run_cli, single_16):
+    # 2 ranks x batch 4 x 2 micro-batches = 16 samples per optimizer step.
+    result = run_cli(*PLAIN, *DDP2, "data.batch_size=4", "trainer.accumulate_grad_batches=2")
+    assert result.metrics["global_step"] == 8
+    assert_same_weights(result.run_dir, single_16)
+
+
+def test_ddp_resume_continues_where_it_stopped(run_cli):
+    straight = run_cli(*PLAIN, *DDP2, "data.batch_size=8")
+    first = run_cli(*PLAIN, *DDP2, "data.batch_size=8", "trainer.max_epochs=1")
+    resumed = run_cli(
+        *PLAIN, *DDP2, "data.batch_size=8", f"resume={first.run_dir}/checkpoints/last.pt"
+    )
+    assert resumed.metrics["epoch"] == 2 and resumed.metrics["global_step"] == 8
+    assert_same_weights(straight.run_dir, resumed.run_dir)
+
+
+def test_uneven_shards_do_not_hang(run_cli):
+    # 3 ranks: 64 training images pad to 66, and the 8 validation images split 3/3/2.
+    result = run_cli(*PLAIN, "device=ddp", "device.devices=3", "data.batch_size=5", timeout=240)
+    assert result.metrics["world_size"] == 3 and result.metrics["epoch"] == 2
+
+
+def test_a_ddp_multirun_gives_one_directory_per_job(tmp_path, run_cli):
+    run_cli(
+        "-m", *PLAIN, *DDP2, "optimizer=sgd,adam", "trainer.max_epochs=1", "hydra.sweep.dir=sweep"
+    )
+    sweep = tmp_path / "sweep"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert all(row["world_size"] == "2" for row in rows)
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="needs torchrun",
+)
+def test_under_torchrun_each_process_joins_instead_of_spawning(tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    run_dir = tmp_path / "run"
+    completed = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "torchcamp.trainer.cli",
+            *PLAIN,
+            "device=ddp",
+            "device.accelerator=cpu",
+            f"hydra.run.dir={run_dir}",
+            "trainer.progress=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "starting 2 processes" not in completed.stdout  # joined, did not launch its own
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epoch"] == 2
+
+
+def test_data_parallel_runs_without_gpus(run_cli):
+    result = run_cli(*PLAIN, "device=dp", "trainer.max_epochs=1")
+    state = weights(result.run_dir)
+    assert not any(name.startswith("module.") for name in state)  # saved unwrapped
+
+
+def test_a_checkpoint_with_a_module_prefix_loads(run_cli, tmp_path):
+    first = run_cli(*PLAIN, "trainer.max_epochs=1")
+    state = torch.load(first.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    state["model"] = {f"module.{k}": v for k, v in state["model"].items()}
+    prefixed = tmp_path / "prefixed.pt"
+    torch.save(state, prefixed)
+    resumed = run_cli(*PLAIN, f"resume={prefixed}")
+    assert resumed.metrics["epoch"] == 2
+
+
+def test_gpu_choice(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    free = {0: 10, 1: 30, 2: 20}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (free[i], 100))
+    assert devices.choose_gpus("auto_free") == [1, 2, 0]
+    assert devices.choose_gpus([0, 2]) == [0, 2]
+    assert devices.choose_gpus(None) == [0, 1, 2]
+    with pytest.raises(UserError, match=r"GPUs 0\.\.2 only"):
+        devices.choose_gpus([3])
+    assert devices.num_processes("all", [1, 2], cuda=True) == 2
+    with pytest.raises(UserError, match=r"device\.devices=all counts GPUs"):
+        devices.num_processes("all", [], cuda=False)
+
+
+@pytest.fixture
+def one_rank_group():
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")
+    dist.init_process_group(backend, rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def batchnorm_model():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+
+def test_sync_batchnorm_on_cpu_is_refused(one_rank_group):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match="sync_batchnorm=true needs CUDA"):
+        devices.wrap_model(batchnorm_model(), "ddp", torch.device("cpu"), [], sync_batchnorm=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sync_batchnorm_is_converted_under_ddp_on_cuda(one_rank_group):
+    device = torch.device("cuda", 0)
+    wrapped = devices.wrap_model(batchnorm_model(), "ddp", device, [0], sync_batchnorm=True)
+    assert isinstance(wrapped.module[1], torch.nn.SyncBatchNorm)
+    wrapped(torch.randn(2, 3, 8, 8, device=device)).sum().backward()
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
+    out = subprocess.run(
+        [sys.executable, "-m", "torchcamp.trainer.cli", "hydra/launcher=slurm", "--cfg", "hydra"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "SlurmLauncher" in out and "tasks_per_node: 1" in out

@@ -1,0 +1,111 @@
+"""Process groups for DistributedDataParallel: start, join, reduce, broadcast.
+
+``train device=ddp`` starts its own workers with torch's elastic launcher (what ``torchrun``
+uses), so the plain command works on one machine. Under ``torchrun`` or a SLURM job the
+processes already exist, and each joins the group its environment describes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "SLURM_PROCID")  # set by torchrun / elastic, or SLURM
+
+
+def is_distributed() -> bool:
+    """Is this process part of an initialised process group?"""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+
+
+def launched_externally() -> bool:
+    """Was this process started as one rank of many (torchrun, SLURM tasks)?"""
+    if "SLURM_PROCID" in os.environ:
+        return int(os.environ.get("SLURM_NTASKS", 1)) > 1
+    return "TORCHELASTIC_RUN_ID" in os.environ or "RANK" in os.environ
+
+
+def launch(worker: Callable[..., Any], args: Sequence[Any], nprocs: int) -> Any:
+    """Run ``worker(*args)`` in ``nprocs`` local processes of one group; returns rank 0's result."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nprocs,
+        run_id=f"torchcamp-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
+    return elastic_launch(config, worker)(*args)[0]
+
+
+def init_process_group(backend: str) -> None:
+    """Join the group described by the environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+    if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:
+        _export_slurm_environment()
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend)
+    log.info("rank %d of %d joined the %s process group", rank(), world_size(), backend)
+
+
+def _export_slurm_environment() -> None:
+    # One SLURM task per process (hydra/launcher=slurm, tasks_per_node = GPUs per node).
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over ranks; the tensor itself without a group."""
+    if not is_distributed():
+        return tensor
+    # NCCL reduces CUDA tensors only, gloo CPU ones.
+    on_cuda = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
+    reduced = tensor.to(device)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(tensor.device)
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Make every rank's parameters and buffers equal to rank 0's."""
+    if is_distributed():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel, or the model itself."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
