@@ -300,8 +300,14 @@ def _launch_ddp(cfg: DictConfig, info: RunInfo) -> dict[str, Any]:
 
 def _ddp_worker(container: dict, info: RunInfo) -> dict[str, Any]:
     """One DDP rank, in a process the elastic launcher started (no Hydra here)."""
+    import multiprocessing
+
     import torch.distributed as dist
 
+    if "fork" in multiprocessing.get_all_start_methods():
+        # The launcher spawned this process, and spawned processes pass `spawn` on to their
+        # DataLoader workers, which would then import torch afresh every epoch (seconds each).
+        multiprocessing.set_start_method("fork", force=True)
     rank = int(os.environ.get("RANK", 0))
     handlers = [logging.StreamHandler(sys.stdout)]
     if rank == 0:
