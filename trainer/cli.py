@@ -66,7 +66,8 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
     num_classes = len(splits["train"].classes)
-    model = builders.build_model(_node(cfg.model), task, num_classes)
+    # On the device before the optimizer exists: some (Adagrad) create their state eagerly.
+    model = builders.build_model(_node(cfg.model), task, num_classes).to(device)
     optimizer = builders.build_optimizer(_node(cfg.optimizer), model)
     scheduler, interval = builders.build_scheduler(
         _node(cfg.scheduler),
