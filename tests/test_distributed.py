@@ -217,3 +217,44 @@ def test_slurm_launcher_config_composes():
         check=True,
     ).stdout
     assert "SlurmLauncher" in out and "tasks_per_node: 1" in out
+
+
+def test_slurm_tasks_join_one_process_group(tmp_path):
+    """Two processes with the variables srun gives two tasks of one job: each is one rank."""
+    pytest.importorskip("submitit", reason="needs the slurm extra")
+    run_dir = tmp_path / "run"
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": "2",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NODELIST": "localhost",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    tasks = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torchcamp.trainer.cli",
+                *PLAIN,
+                "device=ddp",
+                "device.accelerator=cpu",
+                f"hydra.run.dir={run_dir}",
+                "trainer.progress=false",
+            ],
+            cwd=tmp_path,
+            env={**env, **slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [task.communicate(timeout=240)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["global_step"] == 4  # 64 images, 2 ranks x batch 16: 2 steps an epoch

@@ -11,15 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_ships_configs_under_the_torchcamp_namespace(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
-        check=True,
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(REPO)],
         capture_output=True,
+        text=True,
     )
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "would be ignored" not in built.stdout + built.stderr  # setuptools' packaging warning
     (wheel,) = tmp_path.glob("torchcamp-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "torchcamp/conf/config.yaml" in names
-    assert "torchcamp/conf/task/rmb.yaml" in names
+    shipped = {name.removeprefix("torchcamp/conf/") for name in names if name.endswith(".yaml")}
+    in_repo = {str(path.relative_to(REPO / "conf")) for path in (REPO / "conf").rglob("*.yaml")}
+    assert in_repo <= shipped, f"not in the wheel: {sorted(in_repo - shipped)}"
     assert "torchcamp/trainer/cli.py" in names
     top_level = {name.split("/")[0] for name in names}
     assert top_level <= {"torchcamp", wheel.name.split("-")[0] + "-0.1.0.dist-info"}, top_level

@@ -75,9 +75,14 @@ def init_process_group(backend: str) -> None:
 
 
 def _export_slurm_environment() -> None:
-    # One SLURM task per process (hydra/launcher=slurm, tasks_per_node = GPUs per node).
+    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from SLURM's variables (one task a rank).
+
+    submitit parses SLURM's compressed node lists; it only looks at SLURM's variables when it
+    knows it runs under SLURM, which a plain ``srun train ...`` does not tell it.
+    """
     from submitit.helpers import TorchDistributedEnvironment
 
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
     TorchDistributedEnvironment().export()
 
 
