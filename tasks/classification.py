@@ -57,9 +57,30 @@ def build_loss(loss: nn.Module, adapt: Mapping[str, str] | None = None) -> nn.Mo
 def classification_step(
     model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn: Callable
 ) -> dict[str, torch.Tensor]:
-    """``(inputs, labels)`` -> loss and accuracy of the batch."""
+    """``(inputs, labels)`` -> loss, accuracy and the batch's confusion counts."""
     inputs, labels = batch
     logits = model(inputs)
     loss = loss_fn(logits, labels)
-    accuracy = (logits.argmax(dim=1) == labels).float().mean()
-    return {"loss": loss, "acc": accuracy}
+    predictions = logits.argmax(dim=1)
+    return {
+        "loss": loss,
+        "acc": (predictions == labels).float().mean(),
+        "confusion": confusion_counts(labels, predictions, logits.shape[1]),
+    }
+
+
+def confusion_counts(labels: torch.Tensor, predictions: torch.Tensor, classes: int) -> torch.Tensor:
+    """``[classes, classes]`` counts: row = true class, column = predicted class."""
+    flat = torch.bincount(labels * classes + predictions, minlength=classes * classes)
+    return flat.view(classes, classes)
+
+
+def summarize(counts: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Epoch metrics from the summed confusion matrix: ``macro_acc``, the mean per-class recall.
+
+    Classes without samples in the split are left out of the mean.
+    """
+    confusion = counts["confusion"].double()
+    support = confusion.sum(dim=1)
+    recalls = confusion.diagonal()[support > 0] / support[support > 0]
+    return {"macro_acc": recalls.mean().item()}

@@ -9,10 +9,17 @@ from torch import nn
 from torchvision import transforms
 
 from torchcamp.datasets.rmb import CLASSES, ImageList, find_rmb_splits, render_synthetic_rmb
-from torchcamp.tasks.classification import build_loss
+from torchcamp.tasks.classification import build_loss, summarize
 from torchcamp.tasks.classification import classification_step as step
 
-__all__ = ["build_datasets", "build_loss", "build_model", "make_synthetic_data", "step"]
+__all__ = [
+    "build_datasets",
+    "build_loss",
+    "build_model",
+    "make_synthetic_data",
+    "step",
+    "summarize",
+]
 
 # The course's statistics for this set (not ImageNet's).
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -43,9 +50,9 @@ def build_datasets(root: str | Path, seed: int, augment: bool = True) -> dict[st
     }
 
 
-def build_model(model_factory: Callable[..., nn.Module], num_classes: int) -> nn.Module:
+def build_model(model_factory: Callable[..., nn.Module], train_set: ImageList) -> nn.Module:
     """The chosen model (``model=``) with one output per banknote class."""
-    return model_factory(num_classes=num_classes)
+    return model_factory(num_classes=len(train_set.classes))
 
 
 def make_synthetic_data(root: str | Path, seed: int) -> None:

@@ -71,6 +71,8 @@ def test_tensorboard_event_file_holds_the_logged_scalars(run_cli):
     assert "params/conv1.weight" in tags["histograms"]
     assert "grads/conv1.weight" in tags["histograms"]
     assert "data/synthetic/text_summary" in tags["tensors"]
+    assert "val/confusion_matrix" in tags["images"]
+    assert {"val/macro_acc", "test/macro_acc"} <= scalars
     # The HParams plugin's experiment summary is in the same event file.
     plugin_tags = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugin_tags)

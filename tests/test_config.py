@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,9 +35,10 @@ def test_option_composes_and_builds(group, option):
     cfg = compose_with(f"{group}={option}")
     validate(cfg)
     node = OmegaConf.to_container(cfg[group], resolve=True) if cfg[group] is not None else None
-    model = rmb.build_model(LeNet, num_classes=2)
+    two_classes = SimpleNamespace(classes=("1", "100"))
+    model = rmb.build_model(LeNet, two_classes)
     if group == "model":
-        model = builders.build_model(node, rmb, num_classes=2)
+        model = builders.build_model(node, rmb, two_classes)
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
     elif group == "optimizer" and option != "sparse_adam":  # sparse_adam: see test_catalogue
         assert isinstance(builders.build_optimizer(node, model), torch.optim.Optimizer)

@@ -144,3 +144,24 @@ def test_state_dict_round_trip_restores_progress_and_rng():
     assert torch.equal(torch.rand(3), expected)  # RNG restored to the checkpoint's state
     for a, b in zip(other.model.parameters(), model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_count_tensors_are_summed_and_summarized():
+    from torchcamp.tasks.classification import summarize
+
+    # 3 classes; the model is untrained, so compare against counts made by hand.
+    data = make_data(n=24)
+    model = make_model()
+    trainer = make_trainer(model, summarize_fn=summarize)
+    metrics = trainer.evaluate(DataLoader(data, batch_size=5), "val")
+    confusion = trainer.epoch_counts["val"]["confusion"]
+    with torch.no_grad():
+        predictions = model(data.tensors[0]).argmax(dim=1)
+    labels = data.tensors[1]
+    expected = torch.zeros(3, 3, dtype=torch.long)
+    for label, prediction in zip(labels.tolist(), predictions.tolist(), strict=True):
+        expected[label, prediction] += 1
+    assert torch.equal(confusion, expected)
+    recalls = [expected[c, c] / expected[c].sum() for c in range(3) if expected[c].sum() > 0]
+    assert metrics["val/macro_acc"] == pytest.approx(float(sum(recalls) / len(recalls)))
+    assert metrics["val/acc"] == pytest.approx(float((predictions == labels).float().mean()))

@@ -34,15 +34,19 @@ def instantiate(node: Mapping[str, Any], **kwargs: Any) -> Any:
     return hydra_instantiate(node, _convert_="all", **kwargs)
 
 
-def build_model(node: Mapping[str, Any], task: Any, num_classes: int) -> nn.Module:
-    """The task's model from the ``model`` node, initialised (``init``) and partly frozen."""
+def build_model(node: Mapping[str, Any], task: Any, train_set: Any) -> nn.Module:
+    """The task's model from the ``model`` node, initialised (``init``) and partly frozen.
+
+    The task's ``build_model(model_factory, train_set)`` finishes it from what the training data
+    says (its classes, its vocabulary).
+    """
     node = dict(node)
     patterns, scheme, std = (
         node.pop("freeze", []),
         node.pop("init", "default"),
         node.pop("init_std", 0.02),
     )
-    model = call("model", task.build_model, instantiate(node), num_classes)
+    model = call("model", task.build_model, instantiate(node), train_set)
     init_weights(model, scheme, std)
     frozen = freeze(model, patterns)
     if frozen:

@@ -9,10 +9,11 @@ Events, in the order the Trainer fires them:
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from torchcamp.trainer import distributed
@@ -91,8 +92,10 @@ class TensorBoardLogger(Callback):
         log_dir: str | Path,
         hparams: Mapping[str, Any] | None = None,
         notes: Mapping[str, str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
+        self.class_names = list(class_names or [])
         self.hparams = dict(hparams or {})
         self.notes = dict(notes or {})
         self.writer = None
@@ -110,7 +113,8 @@ class TensorBoardLogger(Callback):
         if step % trainer.log_every_n_steps != 0:
             return
         for name, value in outputs.items():
-            self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
+            if value.ndim == 0:  # counts (a confusion matrix) are summarised per epoch instead
+                self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
         for index, lr in enumerate(trainer.step_lrs):  # the lr each group just stepped with
             self.writer.add_scalar(f"lr/group{index}", lr, step)
 
@@ -139,7 +143,51 @@ class TensorBoardLogger(Callback):
         for name, value in metrics.items():
             if name not in self._epoch_metric_names:  # test/ and best/ are new at this point
                 self.writer.add_scalar(name, value, trainer.global_step)
+        for split, counts in trainer.epoch_counts.items():
+            if "confusion" in counts:  # rows: true class, columns: predicted
+                image = confusion_image(counts["confusion"], self.class_names)
+                self.writer.add_image(f"{split}/confusion_matrix", image, trainer.global_step)
         experiment, session_start, session_end = hparams(self.hparams, dict(metrics))
         for summary in (experiment, session_start, session_end):
             self.writer.file_writer.add_summary(summary)
         self.writer.close()
+
+
+def confusion_image(
+    matrix: torch.Tensor, class_names: Sequence[str], cell: int = 28
+) -> torch.Tensor:
+    """A confusion matrix as a ``[3, H, W]`` uint8 image: rows true, columns predicted.
+
+    Each row is normalised (so a cell is the share of that class predicted as the column) and
+    drawn in shades of blue with its percentage; class names label the rows.
+    """
+    from PIL import Image, ImageDraw
+
+    matrix = matrix.float()
+    shares = matrix / matrix.sum(dim=1, keepdim=True).clamp(min=1)
+    size = len(matrix)
+    names = (
+        [str(n) for n in class_names] if len(class_names) == size else [str(i) for i in range(size)]
+    )
+    margin = 8 + 6 * max(len(n) for n in names)
+    image = Image.new("RGB", (margin + size * cell, size * cell), "white")
+    draw = ImageDraw.Draw(image)
+    for row in range(size):
+        draw.text((4, row * cell + cell // 3), names[row], fill="black")
+        for col in range(size):
+            share = float(shares[row, col])
+            shade = int(255 * (1 - share))
+            box = (
+                margin + col * cell,
+                row * cell,
+                margin + (col + 1) * cell - 1,
+                (row + 1) * cell - 1,
+            )
+            draw.rectangle(box, fill=(shade, shade, 255))
+            if share >= 0.005:
+                draw.text(
+                    (box[0] + 3, box[1] + cell // 3),
+                    f"{100 * share:.0f}",
+                    fill="black" if share < 0.5 else "white",
+                )
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)

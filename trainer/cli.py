@@ -67,7 +67,7 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
 
     num_classes = len(splits["train"].classes)
     # On the device before the optimizer exists: some (Adagrad) create their state eagerly.
-    model = builders.build_model(_node(cfg.model), task, num_classes).to(device)
+    model = builders.build_model(_node(cfg.model), task, splits["train"]).to(device)
     optimizer = builders.build_optimizer(_node(cfg.optimizer), model)
     scheduler, interval = builders.build_scheduler(
         _node(cfg.scheduler),
@@ -90,7 +90,11 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     ]
     if is_main:
         hparams = info.choices | _flatten(resolved)
-        callbacks.append(TensorBoardLogger(run_dir / "tb", hparams=hparams, notes=notes))
+        callbacks.append(
+            TensorBoardLogger(
+                run_dir / "tb", hparams=hparams, notes=notes, class_names=splits["train"].classes
+            )
+        )
     trainer = Trainer(
         model,
         task.step,
@@ -109,6 +113,7 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         monitor_mode=cfg.trainer.monitor_mode,
         callbacks=callbacks,
         progress=cfg.trainer.progress and is_main,
+        summarize_fn=getattr(task, "summarize", None),
     )
     if resume_path is not None:
         _restore(trainer, resume_path)

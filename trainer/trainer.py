@@ -14,7 +14,6 @@ import logging
 import math
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.metrics import EpochSums, batch_size, format_metrics
 from torchcamp.trainer.params import check_optimizer_fits
 from torchcamp.trainer.regularizers import Regularizer
 from torchcamp.trainer.utils import get_rng_state, move_to_device, set_rng_state
@@ -59,6 +59,7 @@ class Trainer:
         monitor_mode: str = "min",
         callbacks: Iterable[Callback] = (),
         progress: bool = True,
+        summarize_fn: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -90,6 +91,10 @@ class Trainer:
         self.fit_seconds = 0.0  # first training batch to the end of the last validation
         self._fit_started: float | None = None
         self.step_lrs: list[float] = []  # each group's lr in the last optimizer step
+        # A step may return count tensors (e.g. a confusion matrix): summed over the epoch and
+        # the ranks, kept here per split, and turned into metrics by `summarize_fn`.
+        self.summarize_fn = summarize_fn
+        self.epoch_counts: dict[str, dict[str, torch.Tensor]] = {}
         # LBFGS and friends re-evaluate the loss themselves: step(closure) is mandatory.
         step_params = inspect.signature(optimizer.step).parameters
         self.needs_closure = "closure" in step_params and (
@@ -130,7 +135,7 @@ class Trainer:
                 self.fit_seconds = time.perf_counter() - self._fit_started
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self._epoch_scheduler_step(metrics)
-            log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, _format(metrics))
+            log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, format_metrics(metrics))
             run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
         if self.best is not None:
             metrics[f"best/{self.monitor}"] = self.best
@@ -145,7 +150,7 @@ class Trainer:
         self.model.train()
         num_batches = len(loader)
         accumulate = self.accumulate_grad_batches
-        means = _Means()
+        means = EpochSums()
         bar = tqdm(loader, desc=f"train {self.epoch + 1}", leave=False, disable=not self.progress)
         for batch_idx, batch in enumerate(bar):
             if self._fit_started is None:
@@ -153,7 +158,7 @@ class Trainer:
             if self.needs_closure:
                 out = self._closure_step(batch)
                 run_callbacks(self.callbacks, "on_train_step_end", self, out)
-                means.add(out, weight=_batch_size(batch))
+                means.add(out, weight=batch_size(batch))
                 continue
             window_start = batch_idx - batch_idx % accumulate
             # The last window of an epoch may be shorter than k: average over what it has.
@@ -169,10 +174,10 @@ class Trainer:
             if steps_now:
                 self._optimizer_step()
                 run_callbacks(self.callbacks, "on_train_step_end", self, out)
-            means.add(out, weight=_batch_size(batch))
+            means.add(out, weight=batch_size(batch))
             if self.progress:
                 bar.set_postfix(loss=f"{out['loss'].item():.4f}", lr=f"{self.lr:.3g}")
-        return means.result("train")
+        return self._epoch_metrics(means, "train")
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
@@ -183,10 +188,19 @@ class Trainer:
         """
         model = self.module if distributed.is_distributed() else self.model
         model.eval()
-        means = _Means()
+        means = EpochSums()
         for batch in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
-            means.add(self._forward(batch, training=False, model=model), weight=_batch_size(batch))
-        return means.result(prefix)
+            means.add(self._forward(batch, training=False, model=model), weight=batch_size(batch))
+        return self._epoch_metrics(means, prefix)
+
+    def _epoch_metrics(self, means: EpochSums, prefix: str) -> dict[str, float]:
+        """Scalar means, plus what the task's ``summarize`` makes of the summed count tensors."""
+        metrics = means.result(prefix)
+        counts = means.counts()
+        self.epoch_counts[prefix] = counts
+        if counts and self.summarize_fn is not None:
+            metrics |= {f"{prefix}/{k}": v for k, v in self.summarize_fn(counts).items()}
+        return metrics
 
     # ---- one step -------------------------------------------------------------------------
 
@@ -312,39 +326,3 @@ class Trainer:
             state["best"],
         )
         set_rng_state(state["rng"])
-
-
-class _Means:
-    """Running, batch-size-weighted means of a step's scalar outputs.
-
-    Sums stay tensors on the step's device until the epoch ends, so a GPU step never waits
-    for a host copy just to be averaged.
-    """
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor | float] = defaultdict(float)
-        self.weight = 0
-
-    def add(self, out: Mapping[str, torch.Tensor], weight: int) -> None:
-        for name, value in out.items():
-            self.sums[name] = self.sums[name] + value.detach().float() * weight
-        self.weight += weight
-
-    def result(self, prefix: str) -> dict[str, float]:
-        """The means over all ranks' samples (one all-reduce under DDP)."""
-        names = sorted(self.sums)
-        totals = torch.tensor([float(self.weight), *[float(self.sums[n]) for n in names]])
-        weight, *sums = distributed.all_reduce_sum(totals).tolist()
-        return {
-            f"{prefix}/{n}": total / max(weight, 1.0) for n, total in zip(names, sums, strict=True)
-        }
-
-
-def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the length of its first element (inputs), or of the batch itself."""
-    first = batch[0] if isinstance(batch, (list, tuple)) else batch
-    return len(first) if hasattr(first, "__len__") else 1
-
-
-def _format(metrics: Mapping[str, float]) -> str:
-    return "  ".join(f"{name}={value:.4f}" for name, value in metrics.items())

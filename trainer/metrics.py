@@ -1,0 +1,59 @@
+"""Epoch bookkeeping for the Trainer: sums of step outputs, batch sizes, log lines."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from torchcamp.trainer import distributed
+
+
+class EpochSums:
+    """Running sums of a step's outputs over an epoch.
+
+    Scalars (loss, accuracy) become batch-size-weighted means; tensors of one or more dimensions
+    (counts such as a confusion matrix) are summed as they are. Sums stay on the step's device
+    until the epoch ends, so a GPU step never waits for a host copy just to be averaged.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = defaultdict(float)
+        self.count_sums: dict[str, torch.Tensor] = {}
+        self.weight = 0
+
+    def add(self, out: Mapping[str, torch.Tensor], weight: int) -> None:
+        for name, value in out.items():
+            value = value.detach()
+            if value.ndim == 0:
+                self.sums[name] = self.sums[name] + value.float() * weight
+            elif name in self.count_sums:
+                self.count_sums[name] = self.count_sums[name] + value
+            else:
+                self.count_sums[name] = value.clone()
+        self.weight += weight
+
+    def result(self, prefix: str) -> dict[str, float]:
+        """The means over all ranks' samples (one all-reduce under DDP)."""
+        names = sorted(self.sums)
+        totals = torch.tensor([float(self.weight), *[float(self.sums[n]) for n in names]])
+        weight, *sums = distributed.all_reduce_sum(totals).tolist()
+        return {
+            f"{prefix}/{n}": total / max(weight, 1.0) for n, total in zip(names, sums, strict=True)
+        }
+
+    def counts(self) -> dict[str, torch.Tensor]:
+        """The summed count tensors, over all ranks, on the CPU."""
+        return {n: distributed.all_reduce_sum(t).cpu() for n, t in sorted(self.count_sums.items())}
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: the length of its first element (inputs), or of the batch itself."""
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    return len(first) if hasattr(first, "__len__") else 1
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    return "  ".join(f"{name}={value:.4f}" for name, value in metrics.items())
