@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from torchcamp.datasets.images import Samples, class_folders
 from torchcamp.trainer.errors import UserError
 
 CLASSES = ("1", "100")  # folder names; label = index, as the course's {"1": 0, "100": 1}
 SPLITS = {"train": "train", "valid": "val", "test": "test"}  # on-disk name -> ours
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
-Samples = list[tuple[Path, int]]
 
 LAYOUT_HELP = (
     "expected RMB_data/1/*.jpg and RMB_data/100/*.jpg (optionally RMB_data_split.csv beside "
@@ -30,28 +28,6 @@ LAYOUT_HELP = (
     "PyTorch course's banknote photos, handed out with the course material; set data.root to the "
     "folder that holds RMB_data/ (or TORCHCAMP_DATA), or run with data.synthetic=true"
 )
-
-
-class ImageList:
-    """Map-style dataset over ``(path, label)`` pairs, decoded as RGB (the course's RMBDataset)."""
-
-    def __init__(
-        self, samples: Samples, classes: tuple[str, ...], transform: Callable | None = None
-    ):
-        self.samples = samples
-        self.classes = classes
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
 
 
 def find_rmb_splits(root: str | Path, seed: int) -> dict[str, Samples]:
@@ -65,21 +41,13 @@ def find_rmb_splits(root: str | Path, seed: int) -> dict[str, Samples]:
     if data_dir.is_dir() and csv_path.is_file():
         return _splits_from_csv(data_dir, csv_path)
     if presplit.is_dir():
-        return {ours: _class_folders(presplit / disk) for disk, ours in SPLITS.items()}
+        return {
+            ours: class_folders(presplit / disk, CLASSES, LAYOUT_HELP)
+            for disk, ours in SPLITS.items()
+        }
     if data_dir.is_dir():
-        return _split_8_1_1(_class_folders(data_dir), seed)
+        return _split_8_1_1(class_folders(data_dir, CLASSES, LAYOUT_HELP), seed)
     raise UserError(f"RMB data not found under data.root={root}: {LAYOUT_HELP}")
-
-
-def _class_folders(folder: Path) -> Samples:
-    samples: Samples = []
-    for label, name in enumerate(CLASSES):
-        class_dir = folder / name
-        files = sorted(p for p in class_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise UserError(f"no images in {class_dir}: {LAYOUT_HELP}")
-        samples += [(path, label) for path in files]
-    return samples
 
 
 def _splits_from_csv(data_dir: Path, csv_path: Path) -> dict[str, Samples]:

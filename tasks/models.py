@@ -8,7 +8,11 @@ from torch import nn
 
 
 class LeNet(nn.Module):
-    """LeNet-5 for 32x32 inputs: conv 6@5 -> pool -> conv 16@5 -> pool -> 120 -> 84 -> classes."""
+    """LeNet-5: conv 6@5 -> pool -> conv 16@5 -> pool -> 120 -> 84 -> classes.
+
+    Built for 32x32 inputs, as the course's; any larger input is average-pooled to the 5x5 map
+    the classifier expects, so the model also serves tasks with bigger images.
+    """
 
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
@@ -22,7 +26,8 @@ class LeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.max_pool2d(F.relu(self.conv1(x)), 2)
         out = F.max_pool2d(F.relu(self.conv2(out)), 2)
-        out = out.flatten(1)
+        # 5x5 already at the course's 32x32 input; larger inputs (hymenoptera) are pooled to it.
+        out = F.adaptive_avg_pool2d(out, 5).flatten(1)
         out = F.relu(self.fc1(out))
         out = F.relu(self.fc2(out))
         return self.fc3(out)
@@ -36,3 +41,34 @@ class LeNet(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.1)
                 nn.init.zeros_(module.bias)
+
+
+def resnet18(num_classes: int, weights: str | None = None) -> nn.Module:
+    """torchvision's ResNet18 with ``fc`` replaced for ``num_classes``.
+
+    ``weights`` names torchvision weights (``IMAGENET1K_V1``): torchvision downloads them once
+    into its cache (``~/.cache/torch/hub/checkpoints``); offline and not cached is a clear error.
+    """
+    import torchvision
+
+    from torchcamp.trainer.errors import UserError
+
+    pretrained = None
+    if weights:
+        try:
+            pretrained = torchvision.models.ResNet18_Weights[weights]
+        except KeyError:
+            names = ", ".join(w.name for w in torchvision.models.ResNet18_Weights)
+            raise UserError(
+                f"model.weights={weights} is not a ResNet18 weights name: {names}"
+            ) from None
+    try:
+        model = torchvision.models.resnet18(weights=pretrained)
+    except OSError as error:  # URLError and friends: offline, proxy, DNS
+        raise UserError(
+            f"model.weights={weights}: cannot download {pretrained.url} ({error}) and it is not in "
+            "the torch hub cache; connect once, or give a local state dict with "
+            "model.weights_path=... and model.weights=null"
+        ) from error
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model

@@ -8,7 +8,8 @@ from pathlib import Path
 from torch import nn
 from torchvision import transforms
 
-from torchcamp.datasets.rmb import CLASSES, ImageList, find_rmb_splits, render_synthetic_rmb
+from torchcamp.datasets.images import ImageList
+from torchcamp.datasets.rmb import CLASSES, find_rmb_splits, render_synthetic_rmb
 from torchcamp.tasks.classification import build_loss, summarize
 from torchcamp.tasks.classification import classification_step as step
 

@@ -20,7 +20,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from torch import nn
 
 from torchcamp.trainer.errors import UserError
-from torchcamp.trainer.params import build_param_groups, freeze, init_weights
+from torchcamp.trainer.params import build_param_groups, freeze, init_weights, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,12 @@ def build_model(node: Mapping[str, Any], task: Any, train_set: Any) -> nn.Module
         node.pop("init", "default"),
         node.pop("init_std", 0.02),
     )
+    weights_path = node.pop("weights_path", None)
     model = call("model", task.build_model, instantiate(node), train_set)
     init_weights(model, scheme, std)
+    if weights_path:  # after init: loaded weights win, a mismatched head keeps its init
+        load_weights(model, weights_path)
+        log.info("loaded model weights from %s", weights_path)
     frozen = freeze(model, patterns)
     if frozen:
         log.info("froze %d parameter tensors matching %s", len(frozen), list(patterns))

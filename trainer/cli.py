@@ -62,7 +62,10 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     resume_path = _resume_path(cfg, info)  # before any work: a wrong path fails at once
     task = importlib.import_module(cfg.task.module)
     data_root, notes = _prepare_data(cfg, task, run_dir, is_main)
-    splits = task.build_datasets(data_root, seed=cfg.seed, augment=cfg.data.augment)
+    if cfg.data.download and not cfg.data.synthetic and hasattr(task, "download"):
+        _download_once(task, data_root)
+    options = _node(cfg.task.get("options")) or {}
+    splits = task.build_datasets(data_root, seed=cfg.seed, augment=cfg.data.augment, **options)
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
     num_classes = len(splits["train"].classes)
@@ -265,6 +268,21 @@ def _resume_path(cfg: DictConfig, info: RunInfo) -> Path | None:
             cfg.output_root,
         )
     return found
+
+
+def _download_once(task: Any, root: Path) -> None:
+    """``data.download=true``: let the task fetch its data unless it is already there."""
+    from torchcamp.trainer import distributed
+
+    try:
+        task.build_datasets(root, seed=0)
+        return  # already on disk
+    except UserError:
+        pass
+    if distributed.rank() == 0:
+        log.info("data.download=true: fetching the data set into %s", root)
+        task.download(root)
+    distributed.barrier()
 
 
 def _flatten(resolved: dict) -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""Image datasets over lists of files: the course's custom Dataset, and class folders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from torchcamp.trainer.errors import UserError
+
+# Any format Pillow reads that these data sets use; .gif included (hymenoptera has one).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+Samples = list[tuple[Path, int]]
+
+
+class ImageList:
+    """Map-style dataset over ``(path, label)`` pairs, decoded as RGB (the course's RMBDataset)."""
+
+    def __init__(
+        self, samples: Samples, classes: tuple[str, ...], transform: Callable | None = None
+    ):
+        self.samples = samples
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
+
+
+def class_folders(folder: Path, classes: Sequence[str], layout_help: str) -> Samples:
+    """``(path, label)`` for every image in ``folder/<class>/``, label = index in ``classes``."""
+    samples: Samples = []
+    for label, name in enumerate(classes):
+        class_dir = folder / name
+        files = sorted(p for p in class_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"no images in {class_dir}: {layout_help}")
+        samples += [(path, label) for path in files]
+    return samples

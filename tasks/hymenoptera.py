@@ -1,0 +1,79 @@
+"""``task=hymenoptera``: ants vs bees, finetuning ResNet18 as the course's transfer-learning job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+from torchvision import transforms
+
+from torchcamp.datasets.hymenoptera import (
+    download_hymenoptera,
+    find_hymenoptera_splits,
+    render_synthetic_hymenoptera,
+)
+from torchcamp.datasets.images import ImageList
+from torchcamp.tasks.classification import build_loss, summarize
+from torchcamp.tasks.classification import classification_step as step
+
+__all__ = [
+    "build_datasets",
+    "build_loss",
+    "build_model",
+    "download",
+    "make_synthetic_data",
+    "step",
+    "summarize",
+]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def build_datasets(
+    root: str | Path, seed: int, augment: bool = True, image_size: int = 224
+) -> dict[str, ImageList]:
+    """Train and val with the course's transforms, at ``image_size`` (224 as the course).
+
+    Train: RandomResizedCrop + horizontal flip; val: Resize(size * 256/224) + CenterCrop.
+    """
+    resize = round(image_size * 256 / 224)
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    eval_transform = transforms.Compose(
+        [
+            transforms.Resize(resize),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+    train_transform = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+    splits, classes = find_hymenoptera_splits(root)
+    return {
+        "train": ImageList(
+            splits["train"], classes, train_transform if augment else eval_transform
+        ),
+        "val": ImageList(splits["val"], classes, eval_transform),
+    }
+
+
+def build_model(model_factory: Callable[..., nn.Module], train_set: ImageList) -> nn.Module:
+    """The chosen model with one output per class (ResNet18's ``fc`` replaced)."""
+    return model_factory(num_classes=len(train_set.classes))
+
+
+def make_synthetic_data(root: str | Path, seed: int) -> None:
+    """Render drawn ants and bees in the real layout under ``root``."""
+    render_synthetic_hymenoptera(root, seed)
+
+
+def download(root: str | Path) -> None:
+    """Fetch the tutorial's zip into ``root`` (``data.download=true``)."""
+    download_hymenoptera(root)
