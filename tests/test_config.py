@@ -16,7 +16,7 @@ from torchcamp.trainer import builders
 from torchcamp.trainer.config import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("task", "model", "optimizer", "scheduler", "loss", "regularizer", "device")
+GROUPS = ("task", "model", "optimizer", "scheduler", "loss", "regularizer", "device", "finetune")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -34,7 +34,8 @@ def test_every_group_has_options():
 def test_option_composes_and_builds(group, option):
     cfg = compose_with(f"{group}={option}")
     validate(cfg)
-    node = OmegaConf.to_container(cfg[group], resolve=True) if cfg[group] is not None else None
+    # `finetune` options write into other groups (@package _global_): no node of their own.
+    node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else None
     two_classes = SimpleNamespace(classes=("1", "100"))
     model = rmb.build_model(LeNet, two_classes)
     if group == "model":
@@ -56,6 +57,8 @@ def test_option_composes_and_builds(group, option):
         assert (regularizer is None) == (option == "none")
     elif group == "task":
         assert cfg.task.name == option
+    elif group == "finetune":
+        assert cfg.model.weights == "IMAGENET1K_V1"
 
 
 def test_empty_options_compose_to_nothing():
