@@ -22,6 +22,19 @@ PLAIN = ("data.synthetic=true", "data.augment=false", "device=cpu", "trainer.max
 DDP2 = ("device=ddp", "device.devices=2", "device.accelerator=cpu")
 
 
+def joined_rank_args(run_dir: Path) -> list[str]:
+    """``-m torchcamp.trainer.cli`` arguments for a process that joins an existing DDP group."""
+    return [
+        "-m",
+        "torchcamp.trainer.cli",
+        *PLAIN,
+        "device=ddp",
+        "device.accelerator=cpu",
+        f"hydra.run.dir={run_dir}",
+        "trainer.progress=false",
+    ]
+
+
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
@@ -127,13 +140,7 @@ def test_under_torchrun_each_process_joins_instead_of_spawning(tmp_path):
             torchrun,
             "--standalone",
             "--nproc_per_node=2",
-            "-m",
-            "torchcamp.trainer.cli",
-            *PLAIN,
-            "device=ddp",
-            "device.accelerator=cpu",
-            f"hydra.run.dir={run_dir}",
-            "trainer.progress=false",
+            *joined_rank_args(run_dir),
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -233,16 +240,7 @@ def test_slurm_tasks_join_one_process_group(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     tasks = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torchcamp.trainer.cli",
-                *PLAIN,
-                "device=ddp",
-                "device.accelerator=cpu",
-                f"hydra.run.dir={run_dir}",
-                "trainer.progress=false",
-            ],
+            [sys.executable, *joined_rank_args(run_dir)],
             cwd=tmp_path,
             env={**env, **slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
             stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ from torchcamp.tasks.classification import classification_step
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer import builders
 from torchcamp.trainer.callbacks import Callback
+from torchcamp.trainer.config import INITS
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.params import freeze
 from torchcamp.trainer.regularizers import MaxNorm
@@ -288,17 +289,7 @@ def test_a_binary_loss_on_a_many_class_task_names_the_losses_that_fit():
     assert "cross_entropy" in str(error.value) and "bce_with_logits" not in str(error.value)
 
 
-@pytest.mark.parametrize(
-    "scheme",
-    [
-        "xavier_normal",
-        "xavier_uniform",
-        "kaiming_normal",
-        "kaiming_uniform",
-        "normal",
-        "orthogonal",
-    ],
-)
+@pytest.mark.parametrize("scheme", [scheme for scheme in INITS if scheme != "default"])
 def test_init_schemes_reinitialise_weights_and_zero_biases(scheme):
     from torchcamp.trainer.params import init_weights
 
