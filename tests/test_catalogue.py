@@ -21,7 +21,8 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / gro
 # Options that must refuse this task at start, with the words their message must contain.
 REFUSED = {("optimizer", "sparse_adam"): "needs sparse gradients"}
 # Options that need another key to run here.
-EXTRA = {}
+# Character models read (indices, lengths) from a text task.
+EXTRA = {("model", m): ("task=names",) for m in ("rnn_cell", "rnn", "gru", "lstm")}
 if not torch.cuda.is_available():
     REFUSED[("device", "cuda")] = "CUDA is not available"
     EXTRA[("device", "ddp")] = ("device.devices=2",)  # `all` counts GPUs

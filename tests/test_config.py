@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from torchcamp.tasks import rmb
+from torchcamp.tasks import names, rmb
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer import builders
 from torchcamp.trainer.config import validate
@@ -38,8 +38,13 @@ def test_option_composes_and_builds(group, option):
     node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else None
     two_classes = SimpleNamespace(classes=("1", "100"))
     model = rmb.build_model(LeNet, two_classes)
-    if group == "model":
-        model = builders.build_model(node, rmb, two_classes)
+    if group == "model" and node["_target_"].startswith("torchcamp.tasks.names."):
+        # Character models: sized by a text task's vocabulary, fed (indices, lengths).
+        text = SimpleNamespace(classes=("a", "b"), vocab=range(10))
+        model = builders.build_model(node, names, text)
+        assert model(torch.tensor([[2, 3, 4]]), torch.tensor([3])).shape == (1, 2)
+    elif group == "model":
+        model = builders.build_model(node, rmb, two_classes).eval()  # BatchNorm: batch of one
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
     elif group == "optimizer" and option != "sparse_adam":  # sparse_adam: see test_catalogue
         assert isinstance(builders.build_optimizer(node, model), torch.optim.Optimizer)

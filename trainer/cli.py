@@ -78,9 +78,12 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         builders.steps_per_epoch(loaders["train"], cfg.trainer.accumulate_grad_batches),
         cfg.trainer.max_epochs,
     )
-    loss_fn = builders.build_loss(
-        _node(cfg.loss), info.choices.get("loss", "loss"), task, num_classes
-    )
+    loss_node, loss_name = _node(cfg.loss), info.choices.get("loss", "loss")
+    if cfg.data.balance == "weights":  # inverse class frequencies of the training set
+        from torchcamp.datasets.names import class_weighted_loss
+
+        loss_node = class_weighted_loss(loss_node, splits["train"], loss_name)
+    loss_fn = builders.build_loss(loss_node, loss_name, task, num_classes)
     regularizer = builders.build_regularizer(_node(cfg.regularizer))
     model = devices.wrap_model(model, cfg.device.strategy, device, gpus, cfg.device.sync_batchnorm)
 
@@ -232,9 +235,14 @@ def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) 
     # DistributedSampler (one replica without DDP): the shuffle order is a function of
     # (seed, epoch), so resuming at epoch e replays exactly the order an unbroken run sees, and
     # under DDP every rank gets as many batches as the others (it pads with repeats).
-    sampler = DistributedSampler(
-        splits["train"], num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed
-    )
+    if cfg.data.balance == "sampler":  # classes drawn equally often, fixed by (seed, epoch)
+        from torchcamp.datasets.names import balanced_sampler
+
+        sampler = balanced_sampler(splits["train"], cfg.seed, num_replicas=world, rank=rank)
+    else:
+        sampler = DistributedSampler(
+            splits["train"], num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed
+        )
     loaders = {"train": DataLoader(splits["train"], sampler=sampler, **common)}
     for split in ("val", "test"):
         if split in splits:

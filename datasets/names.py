@@ -1,0 +1,310 @@
+"""Surnames by language (the PyTorch char-RNN tutorial's ``data/names``): reading, splitting,
+encoding, class balancing, and a synthetic stand-in.
+
+Layout under a data root: ``names/<Language>.txt``, one surname per line, UTF-8 — the
+``data/names/`` folder of the PyTorch tutorial's https://download.pytorch.org/tutorial/data.zip
+(18 languages, 20,074 lines).
+
+Names are reduced to ASCII as the course does (``unicodeToAscii``: NFD, drop combining marks,
+keep ASCII letters and `` .,;'``); duplicates inside a language are dropped (Arabic.txt has 108
+unique names in 2,000 lines); each language's unique names are split 80/10/10, fixed by the seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import string
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Sampler
+
+from torchcamp.trainer.errors import UserError
+
+# The course's alphabet: 52 letters and 5 punctuation marks.
+ALL_LETTERS = string.ascii_letters + " .,;'"
+PAD, UNK = "<pad>", "<unk>"
+PAD_INDEX, UNK_INDEX = 0, 1  # fixed, so that collate_names needs no vocabulary
+FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test, per language
+
+LAYOUT_HELP = (
+    "expected names/<Language>.txt under data.root, one name per line, UTF-8 (18 files, e.g. "
+    "names/Arabic.txt ... names/Vietnamese.txt) — the data/names/ folder of the PyTorch "
+    "tutorial's https://download.pytorch.org/tutorial/data.zip; set data.root to the folder that "
+    "holds names/ (or TORCHCAMP_DATA), or run with data.synthetic=true"
+)
+
+
+def to_ascii(name: str) -> str:
+    """The course's ``unicodeToAscii``: "Ślusàrski" -> "Slusarski"; other characters vanish."""
+    return "".join(
+        c
+        for c in unicodedata.normalize("NFD", name)
+        if unicodedata.category(c) != "Mn" and c in ALL_LETTERS
+    )
+
+
+# ---- reading and splitting ---------------------------------------------------------------
+
+
+def read_names(root: str | Path) -> dict[str, list[str]]:
+    """``{language: unique ASCII names in file order}`` from ``root/names/*.txt``, sorted by
+    language. Raises :class:`UserError` for a missing folder, an unreadable or empty file."""
+    folder = Path(root) / "names"
+    if not folder.is_dir():
+        raise UserError(
+            f"names data not found: no folder {folder} (data.root={root}); {LAYOUT_HELP}"
+        )
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise UserError(f"no .txt files in {folder}; {LAYOUT_HELP}")
+    languages: dict[str, list[str]] = {}
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{path} is not UTF-8 (byte {error.start}): {LAYOUT_HELP}") from error
+        names = (to_ascii(line.strip()) for line in text.splitlines())
+        unique = list(dict.fromkeys(name for name in names if name))
+        if not unique:
+            raise UserError(f"{path} holds no names (empty, or no ASCII letters): {LAYOUT_HELP}")
+        languages[path.stem] = unique
+    return languages
+
+
+def split_names(
+    languages: Mapping[str, Sequence[str]], seed: int, fractions: Sequence[float] = FRACTIONS
+) -> dict[str, list[tuple[str, int]]]:
+    """``{"train"|"val"|"test": [(name, label), ...]}``, stratified by language.
+
+    Each language's unique names are shuffled with a generator seeded by ``(seed, language)``
+    (so adding a language leaves the others' splits alone), then cut into val, test and train.
+    A language with 3 or more names gets at least one val and one test name; with 2, one val.
+    """
+    splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+    for label, language in enumerate(sorted(languages)):
+        names = sorted(languages[language])
+        random.Random(f"{seed}/{language}").shuffle(names)
+        n = len(names)
+        n_val = max(1, round(fractions[1] * n)) if n >= 2 else 0
+        n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
+        splits["val"] += [(name, label) for name in names[:n_val]]
+        splits["test"] += [(name, label) for name in names[n_val : n_val + n_test]]
+        splits["train"] += [(name, label) for name in names[n_val + n_test :]]
+    return splits
+
+
+# ---- encoding ----------------------------------------------------------------------------
+
+
+class Vocab:
+    """Characters -> indices: ``<pad>`` is 0, ``<unk>`` 1 (any character unseen in training),
+    then the training names' characters in sorted order."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.itos: tuple[str, ...] = (PAD, UNK, *sorted({c for name in names for c in name}))
+        self.stoi = {token: index for index, token in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, name: str) -> torch.Tensor:
+        """A name's character indices, ``[len(name)]`` long (unseen characters -> ``<unk>``)."""
+        return torch.tensor([self.stoi.get(c, UNK_INDEX) for c in name], dtype=torch.long)
+
+    @property
+    def pad_index(self) -> int:
+        return PAD_INDEX
+
+    @property
+    def unk_index(self) -> int:
+        return UNK_INDEX
+
+
+class NameList:
+    """Map-style dataset of ``(name, label)``: items are ``(indices [len] long, label)``."""
+
+    def __init__(
+        self, samples: Sequence[tuple[str, int]], classes: tuple[str, ...], vocab: Vocab
+    ) -> None:
+        self.samples = list(samples)
+        self.classes = classes
+        self.vocab = vocab
+        self.encoded = [vocab.encode(name) for name, _ in self.samples]  # once, not every epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.encoded[index], self.samples[index][1]
+
+    @property
+    def targets(self) -> list[int]:
+        """Every sample's label, in order (what class balancing counts)."""
+        return [label for _, label in self.samples]
+
+
+def load_names(root: str | Path, seed: int) -> dict[str, NameList]:
+    """Read, split and encode: ``{"train", "val", "test"}`` sharing the training vocabulary."""
+    languages = read_names(root)
+    classes = tuple(sorted(languages))
+    splits = split_names(languages, seed)
+    vocab = Vocab([name for name, _ in splits["train"]])
+    return {split: NameList(samples, classes, vocab) for split, samples in splits.items()}
+
+
+def collate_names(
+    samples: Sequence[tuple[torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(inputs [B, T] long padded with PAD_INDEX, lengths [B] long, labels [B] long)``."""
+    sequences = [indices for indices, _ in samples]
+    inputs = pad_sequence(sequences, batch_first=True, padding_value=PAD_INDEX)
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    return inputs, lengths, labels
+
+
+# ---- class balance (data.balance) -------------------------------------------------------
+# Generic: they need only a training set with `.targets` and `.classes`.
+
+
+def inverse_frequency_weights(targets: Sequence[int], num_classes: int) -> list[float]:
+    """``N / (C * n_c)`` per class: 1 for every class when balanced; 0 for an absent class."""
+    counts = torch.bincount(torch.as_tensor(list(targets)), minlength=num_classes).double()
+    weights = torch.where(
+        counts > 0, len(targets) / (num_classes * counts.clamp(min=1)), torch.zeros(())
+    )
+    return weights.tolist()
+
+
+class WeightedEpochSampler(Sampler[int]):
+    """Draws ``len(weights)`` indices with replacement, in proportion to ``weights``.
+
+    The draw is a function of ``(seed, epoch)`` alone (the Trainer calls :meth:`set_epoch`), so a
+    resumed run replays the order an unbroken run sees. Under DDP every rank makes the same
+    draw, rounded up to a multiple of ``num_replicas``, and keeps every ``num_replicas``-th
+    index from ``rank`` on, as ``DistributedSampler`` does.
+    """
+
+    def __init__(
+        self, weights: Sequence[float], seed: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        self.weights = torch.as_tensor(list(weights), dtype=torch.double)
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.epoch = 0
+        self.num_samples = math.ceil(len(self.weights) / num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = self.num_samples * self.num_replicas
+        drawn = torch.multinomial(self.weights, total, replacement=True, generator=generator)
+        return iter(drawn[self.rank : total : self.num_replicas].tolist())
+
+
+def balanced_sampler(
+    dataset: Any, seed: int, num_replicas: int = 1, rank: int = 0
+) -> WeightedEpochSampler:
+    """``data.balance=sampler``: every class drawn equally often (each sample ∝ 1/its class)."""
+    targets = _targets(dataset, "sampler")
+    class_weights = inverse_frequency_weights(targets, len(dataset.classes))
+    return WeightedEpochSampler(
+        [class_weights[t] for t in targets], seed, num_replicas=num_replicas, rank=rank
+    )
+
+
+# Loss keys that take one weight per class: weight (CrossEntropyLoss, NLLLoss,
+# MultiMarginLoss) and alpha (the focal loss's alpha_t).
+CLASS_WEIGHT_KEYS = ("weight", "alpha")
+
+
+def class_weighted_loss(node: Mapping[str, Any], dataset: Any, loss_name: str) -> dict[str, Any]:
+    """``data.balance=weights``: the loss node with inverse class frequencies of ``dataset``
+    as its per-class weights. Refused for a loss without per-class weights, or whose weights
+    the command line already set."""
+    node = dict(node)
+    key = next((k for k in CLASS_WEIGHT_KEYS if k in node), None)
+    if key is None:
+        raise UserError(
+            f"data.balance=weights needs a loss with per-class weights, and loss={loss_name} "
+            "has none: use loss=cross_entropy, nll, multi_margin or focal, or data.balance=sampler"
+        )
+    if node[key] is not None:
+        raise UserError(
+            f"data.balance=weights sets loss.{key} from the class frequencies, and "
+            f"loss.{key}={node[key]} is set too: drop one of them"
+        )
+    node[key] = inverse_frequency_weights(_targets(dataset, "weights"), len(dataset.classes))
+    return node
+
+
+def _targets(dataset: Any, mode: str) -> list[int]:
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise UserError(
+            f"data.balance={mode} needs a training set that lists its labels (.targets), and "
+            "this task's does not: use data.balance=none"
+        )
+    return list(targets)
+
+
+# ---- synthetic stand-in ------------------------------------------------------------------
+
+# Made-up "languages", each with its own letters and endings, so a char-RNN can tell them apart.
+SYNTHETIC_LANGUAGES: dict[str, dict[str, Sequence[str]]] = {
+    "Lamonic": {"prefixes": ("",), "onsets": "lmnv", "vowels": "aeiou", "endings": ("o", "ino")},
+    "Krzakish": {
+        "prefixes": ("",),
+        "onsets": ("kr", "zd", "sz"),
+        "vowels": "ay",
+        "endings": ("ak", "ski"),
+    },
+    "Hansen": {"prefixes": ("",), "onsets": "bdghjt", "vowels": "aei", "endings": ("sen", "berg")},
+    "Okuyan": {
+        "prefixes": ("",),
+        "onsets": ("k", "t", "y", "sh"),
+        "vowels": "aiou",
+        "endings": ("ama", "oto"),
+    },
+    "Celtach": {
+        "prefixes": ("O'", "Mac", "Mc"),
+        "onsets": "bdfgl",
+        "vowels": "aeo",
+        "endings": ("ach", "aigh"),
+    },
+}
+
+
+def write_synthetic_names(root: str | Path, seed: int, per_language: int = 60) -> Path:
+    """Write ``per_language`` unique names for each of five made-up languages into
+    ``root/names/<Language>.txt`` (the real layout), plus one repeated line and, in one language,
+    accented spellings, so duplicate removal and ASCII conversion run as on the real files.
+    Deterministic given ``seed``. Returns ``root``."""
+    rng = random.Random(seed)
+    folder = Path(root) / "names"
+    folder.mkdir(parents=True, exist_ok=True)
+    for language, parts in SYNTHETIC_LANGUAGES.items():
+        names: dict[str, str] = {}  # ASCII form -> as written
+        while len(names) < per_language:
+            body = rng.choice(parts["onsets"])
+            for _ in range(rng.randint(1, 3)):
+                body += rng.choice(parts["vowels"]) + rng.choice("lmnrt")
+            name = (
+                rng.choice(parts["prefixes"]) + (body + rng.choice(parts["endings"])).capitalize()
+            )
+            if language == "Lamonic" and rng.random() < 0.2:
+                name = name.replace("e", "é", 1)  # to_ascii turns it back into "e"
+            names.setdefault(to_ascii(name), name)
+        lines = [*names.values(), next(iter(names.values()))]  # one duplicate line
+        (folder / f"{language}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Path(root)
