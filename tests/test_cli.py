@@ -29,7 +29,7 @@ def test_console_script_is_installed():
     script = Path(sys.executable).with_name("train")
     assert script.exists(), "pip install did not create the `train` console script"
     out = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
-    assert "optimizer: " in out and "sgd" in out and "task: rmb" in out
+    assert "optimizer: " in out and "sgd" in out and "task: " in out and "rmb" in out
 
 
 def test_synthetic_run_writes_the_run_directory(run_cli):
