@@ -186,11 +186,12 @@ def test_gpu_choice(monkeypatch):
 
 
 @pytest.fixture
-def one_rank_group():
+def one_rank_group(monkeypatch):
     import torch.distributed as dist
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29533")
     dist.init_process_group(backend, rank=0, world_size=1)
     yield
     dist.destroy_process_group()

@@ -83,7 +83,9 @@ def _export_slurm_environment() -> None:
     from submitit.helpers import TorchDistributedEnvironment
 
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
-    TorchDistributedEnvironment().export()
+    # Derived from SLURM's job, the same on every task: it wins over stale MASTER_* values.
+    # Each rank keeps every GPU of the node visible and picks cuda:<local rank> itself.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def barrier() -> None:
