@@ -59,11 +59,16 @@ def classification_step(
 ) -> dict[str, torch.Tensor]:
     """``(inputs, labels)`` -> loss, accuracy and the batch's confusion counts."""
     inputs, labels = batch
-    logits = model(inputs)
-    loss = loss_fn(logits, labels)
+    return classification_outputs(model(inputs), labels, loss_fn)
+
+
+def classification_outputs(
+    logits: torch.Tensor, labels: torch.Tensor, loss_fn: Callable
+) -> dict[str, torch.Tensor]:
+    """What every classification step reports: loss, accuracy and confusion counts."""
     predictions = logits.argmax(dim=1)
     return {
-        "loss": loss,
+        "loss": loss_fn(logits, labels),
         "acc": (predictions == labels).float().mean(),
         "confusion": confusion_counts(labels, predictions, logits.shape[1]),
     }

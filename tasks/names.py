@@ -23,7 +23,7 @@ from torchcamp.datasets.names import (
     write_synthetic_names,
 )
 from torchcamp.datasets.names import collate_names as collate_fn
-from torchcamp.tasks.classification import build_loss, confusion_counts, summarize
+from torchcamp.tasks.classification import build_loss, classification_outputs, summarize
 
 __all__ = [
     "CourseRNN",
@@ -68,14 +68,7 @@ def make_synthetic_data(root: str | Path, seed: int) -> None:
 def step(model: nn.Module, batch: Batch, loss_fn: Callable) -> dict[str, torch.Tensor]:
     """``(inputs, lengths, labels)`` -> loss, accuracy and the batch's confusion counts."""
     inputs, lengths, labels = batch
-    logits = model(inputs, lengths)
-    loss = loss_fn(logits, labels)
-    predictions = logits.argmax(dim=1)
-    return {
-        "loss": loss,
-        "acc": (predictions == labels).float().mean(),
-        "confusion": confusion_counts(labels, predictions, logits.shape[1]),
-    }
+    return classification_outputs(model(inputs, lengths), labels, loss_fn)
 
 
 # ---- models ------------------------------------------------------------------------------
