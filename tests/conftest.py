@@ -65,3 +65,21 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "RMB_data").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def train_in_process(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path]:
+    """``train ARGS`` in this process (the ``main`` the console script runs), fast for many runs.
+
+    Returns (exit code, run directory); the run directory is ``tmp_path/run``.
+    """
+    from torchcamp.trainer.cli import main
+
+    run_dir = tmp_path / "run"
+    argv = ["train", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.chdir(tmp_path)
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0), run_dir
+    return 0, run_dir

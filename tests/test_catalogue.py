@@ -7,13 +7,11 @@ Runs in-process (the same ``main`` the console script calls) to stay fast.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-from torchcamp.trainer.cli import main
+from conftest import train_in_process
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("task", "model", "optimizer", "scheduler", "loss", "regularizer", "device")
@@ -28,22 +26,9 @@ if not torch.cuda.is_available():
     EXTRA[("device", "ddp")] = ("device.devices=2",)  # `all` counts GPUs
 
 
-def run_train(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path]:
-    """``train ARGS`` in this process; returns (exit code, run directory)."""
-    run_dir = tmp_path / "run"
-    argv = ["train", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
-    monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.chdir(tmp_path)
-    try:
-        main()
-    except SystemExit as exit_:
-        return int(exit_.code or 0), run_dir
-    return 0, run_dir
-
-
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_trains_a_few_steps(monkeypatch, tmp_path, capsys, group, option):
-    code, run_dir = run_train(
+    code, run_dir = train_in_process(
         monkeypatch,
         tmp_path,
         f"{group}={option}",

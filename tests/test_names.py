@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_in_process
 
 from torchcamp.datasets.names import (
     PAD_INDEX,
@@ -245,17 +245,11 @@ def test_balance_needs_labels(tmp_path):
 # ---- through the entry point ------------------------------------------------------------
 
 
-def train_in_process(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, dict]:
-    """``train ARGS`` in this process (what the console script runs); (exit code, metrics)."""
-    run_dir = tmp_path / "run"
-    argv = ["train", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
-    monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.chdir(tmp_path)
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        if exit_.code:
-            return int(exit_.code), {}
+def train_names(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, dict]:
+    """``train ARGS`` in this process; (exit code, metrics of a finished run or {})."""
+    code, run_dir = train_in_process(monkeypatch, tmp_path, *args)
+    if code:
+        return code, {}
     return 0, json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -285,7 +279,7 @@ MODEL_RUNS = {
 
 @pytest.mark.parametrize("key", MODEL_RUNS)
 def test_every_model_option_trains(monkeypatch, tmp_path, key):
-    code, metrics = train_in_process(
+    code, metrics = train_names(
         monkeypatch,
         tmp_path,
         "task=names",
@@ -300,7 +294,7 @@ def test_every_model_option_trains(monkeypatch, tmp_path, key):
 @pytest.mark.skipif(not CLI_APPLIES_BALANCE, reason="trainer/cli.py does not apply data.balance")
 @pytest.mark.parametrize("balance", ["sampler", "weights"])
 def test_balance_options_train(monkeypatch, tmp_path, balance):
-    code, metrics = train_in_process(
+    code, metrics = train_names(
         monkeypatch,
         tmp_path,
         "task=names",
@@ -313,7 +307,7 @@ def test_balance_options_train(monkeypatch, tmp_path, balance):
 
 @pytest.mark.skipif(not CLI_APPLIES_BALANCE, reason="trainer/cli.py does not apply data.balance")
 def test_balance_weights_refuses_a_loss_without_class_weights(monkeypatch, tmp_path, capsys):
-    code, _ = train_in_process(
+    code, _ = train_names(
         monkeypatch, tmp_path, "task=names", "data.balance=weights", "loss=mse",
         "data.synthetic=true", "trainer.max_epochs=1",
     )  # fmt: skip
