@@ -228,6 +228,8 @@ class Trainer:
 
     def _closure_step(self, batch: Any) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
+        # The optimizer calls the closure many times (line search): copy the batch over once.
+        batch = move_to_device(batch, self.device)
 
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
