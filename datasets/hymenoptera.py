@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from torchcamp.datasets.download import download_archive
 from torchcamp.datasets.images import Samples, class_folders
 from torchcamp.trainer.errors import UserError
 
@@ -38,12 +39,7 @@ def find_hymenoptera_splits(root: str | Path) -> tuple[dict[str, Samples], tuple
 
 def download_hymenoptera(root: str | Path) -> None:
     """Fetch and unzip the tutorial's archive into ``root`` (needs the internet)."""
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    try:
-        download_and_extract_archive(URL, download_root=str(root), remove_finished=True)
-    except OSError as error:  # URLError is an OSError: offline, proxy, DNS
-        raise UserError(f"could not download {URL} into {root}: {error}") from error
+    download_archive(URL, root)
 
 
 def render_synthetic_hymenoptera(root: str | Path, seed: int, per_class: int = 24) -> Path:

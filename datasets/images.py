@@ -28,6 +28,11 @@ class ImageList:
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def targets(self) -> list[int]:
+        """One label per sample, as ``ImageFolder.targets`` (what ``data.balance`` reads)."""
+        return [label for _, label in self.samples]
+
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         with Image.open(path) as image:

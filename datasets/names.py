@@ -1,5 +1,5 @@
 """Surnames by language (the PyTorch char-RNN tutorial's ``data/names``): reading, splitting,
-encoding, class balancing, and a synthetic stand-in.
+encoding, and a synthetic stand-in.
 
 Layout under a data root: ``names/<Language>.txt``, one surname per line, UTF-8 — the
 ``data/names/`` folder of the PyTorch tutorial's https://download.pytorch.org/tutorial/data.zip
@@ -12,18 +12,16 @@ unique names in 2,000 lines); each language's unique names are split 80/10/10, f
 
 from __future__ import annotations
 
-import math
 import random
 import string
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Sampler
 
+from torchcamp.datasets.download import download_archive
 from torchcamp.trainer.errors import UserError
 
 # The course's alphabet: 52 letters and 5 punctuation marks.
@@ -32,11 +30,12 @@ PAD, UNK = "<pad>", "<unk>"
 PAD_INDEX, UNK_INDEX = 0, 1  # fixed, so that collate_names needs no vocabulary
 FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test, per language
 
+URL = "https://download.pytorch.org/tutorial/data.zip"  # names/ is its data/names/
 LAYOUT_HELP = (
     "expected names/<Language>.txt under data.root, one name per line, UTF-8 (18 files, e.g. "
     "names/Arabic.txt ... names/Vietnamese.txt) — the data/names/ folder of the PyTorch "
-    "tutorial's https://download.pytorch.org/tutorial/data.zip; set data.root to the folder that "
-    "holds names/ (or TORCHCAMP_DATA), or run with data.synthetic=true"
+    f"tutorial's {URL}; set data.root to the folder that holds names/ (or TORCHCAMP_DATA), run "
+    "with data.download=true, or with data.synthetic=true"
 )
 
 
@@ -47,6 +46,11 @@ def to_ascii(name: str) -> str:
         for c in unicodedata.normalize("NFD", name)
         if unicodedata.category(c) != "Mn" and c in ALL_LETTERS
     )
+
+
+def download_names(root: str | Path) -> None:
+    """Fetch the tutorial's ``data.zip`` and keep its ``data/names/`` as ``root/names``."""
+    download_archive(URL, root, keep="data/names")
 
 
 # ---- reading and splitting ---------------------------------------------------------------
@@ -167,95 +171,6 @@ def collate_names(
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     return inputs, lengths, labels
-
-
-# ---- class balance (data.balance) -------------------------------------------------------
-# Generic: they need only a training set with `.targets` and `.classes`.
-
-
-def inverse_frequency_weights(targets: Sequence[int], num_classes: int) -> list[float]:
-    """``N / (C * n_c)`` per class: 1 for every class when balanced; 0 for an absent class."""
-    counts = torch.bincount(torch.as_tensor(list(targets)), minlength=num_classes).double()
-    weights = torch.where(
-        counts > 0, len(targets) / (num_classes * counts.clamp(min=1)), torch.zeros(())
-    )
-    return weights.tolist()
-
-
-class WeightedEpochSampler(Sampler[int]):
-    """Draws ``len(weights)`` indices with replacement, in proportion to ``weights``.
-
-    The draw is a function of ``(seed, epoch)`` alone (the Trainer calls :meth:`set_epoch`), so a
-    resumed run replays the order an unbroken run sees. Under DDP every rank makes the same
-    draw, rounded up to a multiple of ``num_replicas``, and keeps every ``num_replicas``-th
-    index from ``rank`` on, as ``DistributedSampler`` does.
-    """
-
-    def __init__(
-        self, weights: Sequence[float], seed: int, num_replicas: int = 1, rank: int = 0
-    ) -> None:
-        self.weights = torch.as_tensor(list(weights), dtype=torch.double)
-        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
-        self.epoch = 0
-        self.num_samples = math.ceil(len(self.weights) / num_replicas)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        total = self.num_samples * self.num_replicas
-        drawn = torch.multinomial(self.weights, total, replacement=True, generator=generator)
-        return iter(drawn[self.rank : total : self.num_replicas].tolist())
-
-
-def balanced_sampler(
-    dataset: Any, seed: int, num_replicas: int = 1, rank: int = 0
-) -> WeightedEpochSampler:
-    """``data.balance=sampler``: every class drawn equally often (each sample ∝ 1/its class)."""
-    targets = _targets(dataset, "sampler")
-    class_weights = inverse_frequency_weights(targets, len(dataset.classes))
-    return WeightedEpochSampler(
-        [class_weights[t] for t in targets], seed, num_replicas=num_replicas, rank=rank
-    )
-
-
-# Loss keys that take one weight per class: weight (CrossEntropyLoss, NLLLoss,
-# MultiMarginLoss) and alpha (the focal loss's alpha_t).
-CLASS_WEIGHT_KEYS = ("weight", "alpha")
-
-
-def class_weighted_loss(node: Mapping[str, Any], dataset: Any, loss_name: str) -> dict[str, Any]:
-    """``data.balance=weights``: the loss node with inverse class frequencies of ``dataset``
-    as its per-class weights. Refused for a loss without per-class weights, or whose weights
-    the command line already set."""
-    node = dict(node)
-    key = next((k for k in CLASS_WEIGHT_KEYS if k in node), None)
-    if key is None:
-        raise UserError(
-            f"data.balance=weights needs a loss with per-class weights, and loss={loss_name} "
-            "has none: use loss=cross_entropy, nll, multi_margin or focal, or data.balance=sampler"
-        )
-    if node[key] is not None:
-        raise UserError(
-            f"data.balance=weights sets loss.{key} from the class frequencies, and "
-            f"loss.{key}={node[key]} is set too: drop one of them"
-        )
-    node[key] = inverse_frequency_weights(_targets(dataset, "weights"), len(dataset.classes))
-    return node
-
-
-def _targets(dataset: Any, mode: str) -> list[int]:
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        raise UserError(
-            f"data.balance={mode} needs a training set that lists its labels (.targets), and "
-            "this task's does not: use data.balance=none"
-        )
-    return list(targets)
 
 
 # ---- synthetic stand-in ------------------------------------------------------------------

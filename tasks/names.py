@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchcamp.datasets.names import (
     PAD_INDEX,
     NameList,
+    download_names,
     load_names,
     write_synthetic_names,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "build_loss",
     "build_model",
     "collate_fn",
+    "download",
     "make_synthetic_data",
     "step",
     "summarize",
@@ -63,6 +65,11 @@ def build_model(model_factory: Callable[..., nn.Module], train_set: NameList) ->
 def make_synthetic_data(root: str | Path, seed: int) -> None:
     """Five made-up languages, 60 names each, in the real layout under ``root/names/``."""
     write_synthetic_names(root, seed)
+
+
+def download(root: str | Path) -> None:
+    """``data.download=true``: the PyTorch tutorial's ``data.zip``, keeping its ``names/``."""
+    download_names(root)
 
 
 def step(model: nn.Module, batch: Batch, loss_fn: Callable) -> dict[str, torch.Tensor]:

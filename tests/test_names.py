@@ -1,5 +1,5 @@
-"""``task=names``: reading, splitting and encoding surnames, the four models, class balance,
-and runs through the ``train`` entry point on the synthetic stand-in (and the real data)."""
+"""``task=names``: reading, splitting and encoding surnames, the four models, and runs
+through the ``train`` entry point on the synthetic stand-in (and the real data)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ from conftest import train_in_process
 from torchcamp.datasets.names import (
     PAD_INDEX,
     UNK_INDEX,
-    WeightedEpochSampler,
-    balanced_sampler,
-    class_weighted_loss,
-    inverse_frequency_weights,
     load_names,
     read_names,
     split_names,
@@ -26,12 +22,10 @@ from torchcamp.datasets.names import (
     write_synthetic_names,
 )
 from torchcamp.tasks import names as task
-from torchcamp.trainer import cli
 from torchcamp.trainer.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES_DATA = REPO.parent / "shared" / "data"  # like conftest's SHARED_DATA
-CLI_APPLIES_BALANCE = "class_weighted_loss" in Path(cli.__file__).read_text()
 
 
 def write_language(root: Path, language: str, lines: list[str], encoding: str = "utf-8") -> None:
@@ -194,54 +188,6 @@ def test_build_model_sizes_the_model_from_the_data(tmp_path):
         task.GRUClassifier(num_classes=2)
 
 
-# ---- class balance ----------------------------------------------------------------------
-
-
-class Labelled:
-    def __init__(self, counts: list[int]) -> None:
-        self.targets = [label for label, n in enumerate(counts) for _ in range(n)]
-        self.classes = tuple(str(label) for label in range(len(counts)))
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-
-def test_weights_are_inverse_class_frequencies():
-    weights = inverse_frequency_weights([0] * 90 + [1] * 9 + [2] * 1, num_classes=3)
-    assert weights == pytest.approx([100 / 270, 100 / 27, 100 / 3])
-    assert inverse_frequency_weights([0, 0, 1, 1], 3) == pytest.approx([4 / 6, 4 / 6, 0.0])
-    node = class_weighted_loss({"weight": None, "adapt": {}}, Labelled([90, 9, 1]), "nll")
-    assert node["weight"] == pytest.approx(weights)
-    assert class_weighted_loss({"alpha": None}, Labelled([1, 3]), "focal")["alpha"] == [2, 2 / 3]
-    with pytest.raises(UserError, match="loss=mse has none"):
-        class_weighted_loss({"reduction": "mean"}, Labelled([1, 3]), "mse")
-    with pytest.raises(UserError, match=r"loss\.weight=.* is set too"):
-        class_weighted_loss({"weight": [1.0, 2.0]}, Labelled([1, 3]), "cross_entropy")
-
-
-def test_balanced_sampler_draws_classes_evenly_and_replays_each_epoch():
-    data = Labelled([900, 90, 10])
-    sampler = balanced_sampler(data, seed=5)
-    assert len(sampler) == len(data) == 1000
-    drawn = list(sampler)
-    counts = Counter(data.targets[i] for i in drawn)
-    assert all(250 <= counts[label] <= 420 for label in range(3)), counts
-    assert list(balanced_sampler(data, seed=5)) == drawn  # a resumed run replays epoch 0
-    sampler.set_epoch(1)
-    assert list(sampler) != drawn
-    # Under DDP the ranks share one draw and split it; an odd length is rounded up.
-    ranks = [WeightedEpochSampler([1.0] * 8, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
-    merged = [i for pair in zip(*[list(r) for r in ranks], strict=True) for i in pair]
-    assert merged == list(WeightedEpochSampler([1.0] * 8, seed=0))
-    odd = [WeightedEpochSampler([1.0] * 7, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
-    assert [len(r) for r in odd] == [len(list(r)) for r in odd] == [4, 4]
-
-
-def test_balance_needs_labels(tmp_path):
-    with pytest.raises(UserError, match=r"data\.balance=sampler needs a training set"):
-        balanced_sampler(object(), seed=0)
-
-
 # ---- through the entry point ------------------------------------------------------------
 
 
@@ -291,7 +237,6 @@ def test_every_model_option_trains(monkeypatch, tmp_path, key):
     assert metrics["global_step"] == 4 and metrics["val/macro_acc"] == metrics["val/macro_acc"]
 
 
-@pytest.mark.skipif(not CLI_APPLIES_BALANCE, reason="trainer/cli.py does not apply data.balance")
 @pytest.mark.parametrize("balance", ["sampler", "weights"])
 def test_balance_options_train(monkeypatch, tmp_path, balance):
     code, metrics = train_names(
@@ -305,7 +250,6 @@ def test_balance_options_train(monkeypatch, tmp_path, balance):
     assert code == 0 and metrics["global_step"] == 4
 
 
-@pytest.mark.skipif(not CLI_APPLIES_BALANCE, reason="trainer/cli.py does not apply data.balance")
 def test_balance_weights_refuses_a_loss_without_class_weights(monkeypatch, tmp_path, capsys):
     code, _ = train_names(
         monkeypatch, tmp_path, "task=names", "data.balance=weights", "loss=mse",

@@ -62,8 +62,8 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     resume_path = _resume_path(cfg, info)  # before any work: a wrong path fails at once
     task = importlib.import_module(cfg.task.module)
     data_root, notes = _prepare_data(cfg, task, run_dir, is_main)
-    if cfg.data.download and not cfg.data.synthetic and hasattr(task, "download"):
-        _download_once(task, data_root)
+    if cfg.data.download and not cfg.data.synthetic:
+        _download_once(task, data_root, cfg.task.name)
     options = _node(cfg.task.get("options")) or {}
     splits = task.build_datasets(data_root, seed=cfg.seed, augment=cfg.data.augment, **options)
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
@@ -80,7 +80,7 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     )
     loss_node, loss_name = _node(cfg.loss), info.choices.get("loss", "loss")
     if cfg.data.balance == "weights":  # inverse class frequencies of the training set
-        from torchcamp.datasets.names import class_weighted_loss
+        from torchcamp.datasets.balance import class_weighted_loss
 
         loss_node = class_weighted_loss(loss_node, splits["train"], loss_name)
     loss_fn = builders.build_loss(loss_node, loss_name, task, num_classes)
@@ -236,7 +236,7 @@ def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) 
     # (seed, epoch), so resuming at epoch e replays exactly the order an unbroken run sees, and
     # under DDP every rank gets as many batches as the others (it pads with repeats).
     if cfg.data.balance == "sampler":  # classes drawn equally often, fixed by (seed, epoch)
-        from torchcamp.datasets.names import balanced_sampler
+        from torchcamp.datasets.balance import balanced_sampler
 
         sampler = balanced_sampler(splits["train"], cfg.seed, num_replicas=world, rank=rank)
     else:
@@ -278,10 +278,13 @@ def _resume_path(cfg: DictConfig, info: RunInfo) -> Path | None:
     return found
 
 
-def _download_once(task: Any, root: Path) -> None:
+def _download_once(task: Any, root: Path, task_name: str) -> None:
     """``data.download=true``: let the task fetch its data unless it is already there."""
     from torchcamp.trainer import distributed
 
+    if not hasattr(task, "download"):  # the RMB photos come with the course, not from a URL
+        log.warning("data.download=true: task=%s has no public download; ignored", task_name)
+        return
     try:
         task.build_datasets(root, seed=0)
         return  # already on disk
