@@ -1,4 +1,5 @@
-"""Image datasets over lists of files: the course's custom Dataset, and class folders."""
+"""Image datasets over lists of files: the course's custom Dataset, class folders, and a plain
+folder of unlabelled images (a GAN's training set)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,36 @@ def class_folders(folder: Path, classes: Sequence[str], layout_help: str) -> Sam
             raise UserError(f"no images in {class_dir}: {layout_help}")
         samples += [(path, label) for path in files]
     return samples
+
+
+def find_images(root: str | Path, layout_help: str) -> list[Path]:
+    """Every image file under ``root``, at any depth, sorted (hidden folders skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"no folder {root}: {layout_help}")
+    files = sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+    if not files:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise UserError(f"no images ({suffixes}) under {root}: {layout_help}")
+    return files
+
+
+class ImageFiles:
+    """Map-style dataset of unlabelled images: ``dataset[i]`` is the transformed RGB image."""
+
+    def __init__(self, files: Sequence[Path], transform: Callable | None = None) -> None:
+        self.files = list(files)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        with Image.open(self.files[index]) as image:
+            image = image.convert("RGB")
+        return self.transform(image) if self.transform is not None else image

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchcamp.trainer.errors import UserError
+
 # How logits become the loss's input, and class indices its target.
 INPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "logits": lambda logits: logits,
@@ -49,8 +51,12 @@ class AdaptedLoss(nn.Module):
             return self.loss(prediction, TARGETS[self.target](labels, logits.shape[1]))
 
 
-def build_loss(loss: nn.Module, adapt: Mapping[str, str] | None = None) -> nn.Module:
+def build_loss(loss: nn.Module | None, adapt: Mapping[str, str] | None = None) -> nn.Module:
     """The task's loss: ``loss`` fed from logits and class indices as ``adapt`` says."""
+    if loss is None:
+        raise UserError(
+            "a classifier trains with a loss, and loss=none gives none: use e.g. loss=cross_entropy"
+        )
     return AdaptedLoss(loss, **(adapt or {}))
 
 

@@ -1,10 +1,17 @@
-"""Models that torchvision does not provide, as the course builds them."""
+"""Models as the course builds them: LeNet, and torchvision's ResNet18 and Faster R-CNN fitted
+to a task's classes."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from torchcamp.trainer.errors import UserError
 
 
 class LeNet(nn.Module):
@@ -51,24 +58,54 @@ def resnet18(num_classes: int, weights: str | None = None) -> nn.Module:
     """
     import torchvision
 
-    from torchcamp.trainer.errors import UserError
-
-    pretrained = None
-    if weights:
-        try:
-            pretrained = torchvision.models.ResNet18_Weights[weights]
-        except KeyError:
-            names = ", ".join(w.name for w in torchvision.models.ResNet18_Weights)
-            raise UserError(
-                f"model.weights={weights} is not a ResNet18 weights name: {names}"
-            ) from None
-    try:
-        model = torchvision.models.resnet18(weights=pretrained)
-    except OSError as error:  # URLError and friends: offline, proxy, DNS
-        raise UserError(
-            f"model.weights={weights}: cannot download {pretrained.url} ({error}) and it is not in "
-            "the torch hub cache; connect once, or give a local state dict with "
-            "model.weights_path=... and model.weights=null"
-        ) from error
+    with _torchvision_weights("resnet18", weights):
+        model = torchvision.models.resnet18(weights=weights or None)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
+
+
+def fasterrcnn(
+    builder: Callable[..., nn.Module],
+    num_classes: int,
+    weights: str | None = None,
+    weights_backbone: str | None = None,
+    **options: Any,
+) -> nn.Module:
+    """A torchvision Faster R-CNN (``builder``, e.g. ``fasterrcnn_resnet50_fpn``) for
+    ``num_classes`` (background included), as the course finetunes it.
+
+    ``weights`` (``COCO_V1``) come with COCO's 91-class box predictor, which is replaced by a
+    fresh ``FastRCNNPredictor``; ``weights_backbone`` (``IMAGENET1K_V1``) starts only the
+    backbone. ``options`` go to the builder: ``min_size``, ``max_size``,
+    ``trainable_backbone_layers`` and the other ``FasterRCNN`` arguments.
+    """
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
+    name = getattr(builder, "func", builder).__name__
+    with _torchvision_weights(name, weights or weights_backbone):
+        if not weights:
+            return builder(
+                weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **options
+            )
+        model = builder(weights=weights, **options)
+    in_features = model.roi_heads.box_predictor.cls_score.in_features
+    model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
+    return model
+
+
+@contextmanager
+def _torchvision_weights(model_name: str, weights: str | None) -> Iterator[None]:
+    """Turn torchvision's errors about named weights into one clear line each."""
+    try:
+        yield
+    except KeyError as error:  # an unknown name, from torchvision's Weights.verify
+        raise UserError(
+            f"{weights} is not a weights name torchvision knows for {model_name} ({error}): see "
+            "https://pytorch.org/vision/stable/models.html, or use null"
+        ) from None
+    except OSError as error:  # URLError and friends: offline, proxy, DNS
+        raise UserError(
+            f"{model_name} weights {weights}: cannot download them ({error}) and they are not in "
+            "the torch hub cache (~/.cache/torch/hub/checkpoints); connect once, or give a "
+            "local state dict with model.weights_path=... and the weights set to null"
+        ) from error

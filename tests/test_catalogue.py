@@ -12,15 +12,29 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import train_in_process
+from test_pennfudan import FAST_DETECTOR
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("task", "model", "optimizer", "scheduler", "loss", "regularizer", "device")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 # Options that must refuse this task at start, with the words their message must contain.
-REFUSED = {("optimizer", "sparse_adam"): "needs sparse gradients"}
-# Options that need another key to run here.
-# Character models read (indices, lengths) from a text task.
-EXTRA = {("model", m): ("task=names",) for m in ("rnn_cell", "rnn", "gru", "lstm")}
+REFUSED = {
+    ("optimizer", "sparse_adam"): "needs sparse gradients",
+    ("loss", "none"): "loss=none gives none",  # for models that compute their own losses
+}
+# Options that need other keys to run here, in 4 optimizer steps as the rest.
+# Character models read (indices, lengths) from a text task; DCGAN and the detectors need
+# their own tasks (96 drawn faces; 11 of 16 drawn street scenes, the rest held out).
+DCGAN = ("task=dcgan", "data.batch_size=24")
+DETECTION = ("task=pennfudan", "data.batch_size=3", *FAST_DETECTOR)
+EXTRA = {
+    **{("model", m): ("task=names",) for m in ("rnn_cell", "rnn", "gru", "lstm")},
+    ("task", "dcgan"): DCGAN,
+    ("model", "dcgan"): DCGAN,
+    ("task", "pennfudan"): DETECTION,
+    ("model", "fasterrcnn_mobilenet_v3_large_320_fpn"): DETECTION,
+    ("model", "fasterrcnn_resnet50_fpn"): DETECTION,
+}
 if not torch.cuda.is_available():
     REFUSED[("device", "cuda")] = "CUDA is not available"
     EXTRA[("device", "ddp")] = ("device.devices=2",)  # `all` counts GPUs
@@ -42,7 +56,7 @@ def test_every_option_trains_a_few_steps(monkeypatch, tmp_path, capsys, group, o
         return
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    # 64 synthetic training images in batches of 16, split over the DDP ranks if any.
+    # 64 synthetic training images in batches of 16 (or as EXTRA says), split over DDP ranks.
     assert metrics["global_step"] == 4 // metrics["world_size"]
     assert all(v == v for v in metrics.values() if isinstance(v, float)), metrics  # no NaN
     config = (run_dir / ".hydra" / "overrides.yaml").read_text()

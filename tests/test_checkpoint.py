@@ -18,7 +18,7 @@ def test_save_is_atomic_and_load_is_weights_only(tmp_path):
     save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 1}, path)
     assert not list(path.parent.glob("*.tmp"))
     state = load_checkpoint(path)
-    assert state["epoch"] == 1 and state["format"] == 1
+    assert state["epoch"] == 1 and state["format"] == 2
 
 
 def test_a_pickled_object_is_refused(tmp_path):

@@ -51,7 +51,7 @@ def test_synthetic_run_writes_the_run_directory(run_cli):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and checkpoint["global_step"] == 8
     assert checkpoint["config"]["task"]["name"] == "rmb"
-    assert set(checkpoint) >= {"model", "optimizer", "scheduler", "scaler", "rng", "best"}
+    assert set(checkpoint) >= {"model", "optimizers", "schedulers", "scaler", "rng", "best"}
     assert not any(key.startswith("module.") for key in checkpoint["model"])
 
 

@@ -10,10 +10,11 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from torchcamp.tasks import names, rmb
+from torchcamp.tasks import dcgan, names, pennfudan, rmb
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer import builders
 from torchcamp.trainer.config import validate
+from torchcamp.trainer.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("task", "model", "optimizer", "scheduler", "loss", "regularizer", "device", "finetune")
@@ -43,6 +44,13 @@ def test_option_composes_and_builds(group, option):
         text = SimpleNamespace(classes=("a", "b"), vocab=range(10))
         model = builders.build_model(node, names, text)
         assert model(torch.tensor([[2, 3, 4]]), torch.tensor([3])).shape == (1, 2)
+    elif group == "model" and option == "dcgan":
+        gan = builders.build_model(node, dcgan, SimpleNamespace())
+        assert gan.generator(torch.randn(2, 100, 1, 1)).shape == (2, 3, 64, 64)
+    elif group == "model" and option.startswith("fasterrcnn"):
+        node |= {"min_size": 64, "max_size": 96}  # the shape is what matters here
+        detector = builders.build_model(node, pennfudan, SimpleNamespace(classes=("bg", "ped")))
+        assert set(detector.eval()([torch.rand(3, 80, 90)])[0]) == {"boxes", "labels", "scores"}
     elif group == "model":
         model = builders.build_model(node, rmb, two_classes).eval()  # BatchNorm: batch of one
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
@@ -53,6 +61,9 @@ def test_option_composes_and_builds(group, option):
         scheduler, interval = builders.build_scheduler(node, optimizer, 10, 3)
         assert interval in ("epoch", "step")
         assert (scheduler is None) == (option == "none")
+    elif group == "loss" and option == "none":  # for models with their own losses
+        with pytest.raises(UserError, match="loss=none gives none"):
+            builders.build_loss(node, option, rmb, num_classes=2)
     elif group == "loss":
         loss_fn = builders.build_loss(node, option, rmb, num_classes=2)
         loss = loss_fn(torch.randn(4, 2), torch.tensor([0, 1, 1, 0]))

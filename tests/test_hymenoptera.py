@@ -96,7 +96,7 @@ def test_offline_imagenet_weights_give_one_clear_error(monkeypatch):
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
     with pytest.raises(UserError, match=r"IMAGENET1K_V1: cannot download .*model\.weights_path"):
         resnet18(num_classes=2, weights="IMAGENET1K_V1")
-    with pytest.raises(UserError, match="not a ResNet18 weights name"):
+    with pytest.raises(UserError, match=r"IMAGENET_v9 is not a weights name .* for resnet18"):
         resnet18(num_classes=2, weights="IMAGENET_v9")
 
 

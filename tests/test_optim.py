@@ -36,7 +36,7 @@ class StepRecorder(Callback):
         self.check = check
 
     def on_train_step_end(self, trainer, outputs):
-        self.lrs.append(list(trainer.step_lrs))
+        self.lrs.append(list(trainer.step_lrs.values()))
         if self.check is not None:
             self.check(trainer)
 
@@ -259,8 +259,9 @@ def test_scheduler_state_survives_resume(run_cli):
     )
     a = torch.load(straight.run_dir / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert a["scheduler"] == b["scheduler"] and a["scheduler"]["_step_count"] == 9
-    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    a_sched, b_sched = a["schedulers"]["model"], b["schedulers"]["model"]
+    assert a_sched == b_sched and a_sched["_step_count"] == 9
+    assert a["optimizers"]["model"]["param_groups"] == b["optimizers"]["model"]["param_groups"]
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
     assert json.loads((resumed.run_dir / "metrics.json").read_text())["global_step"] == 8

@@ -65,7 +65,7 @@ def test_last_partial_window_still_steps_and_is_averaged_over_its_batches():
 def test_per_step_scheduler_counts_optimizer_steps_not_batches():
     model = make_model()
     trainer = make_trainer(model, accumulate_grad_batches=4, scheduler_interval="step")
-    trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=1, gamma=0.5)
+    trainer.schedulers["model"] = torch.optim.lr_scheduler.StepLR(trainer.optimizer, 1, gamma=0.5)
     trainer.train_one_epoch(DataLoader(make_data(n=64), batch_size=8))  # 8 batches -> 2 steps
     assert trainer.global_step == 2
     assert trainer.lr == pytest.approx(0.5 * 0.5**2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -69,6 +70,46 @@ def build_optimizer(node: Mapping[str, Any], model: nn.Module) -> torch.optim.Op
     return call("optimizer", instantiate(node), params)
 
 
+def build_optimizers(
+    node: Mapping[str, Any],
+    model: nn.Module,
+    parts: Mapping[str, nn.Module] | None,
+    part_overrides: Mapping[str, Any] | None,
+) -> torch.optim.Optimizer | dict[str, torch.optim.Optimizer]:
+    """The optimizer, or, for a task that names its parts (a GAN's ``D`` and ``G``), one per
+    part: the ``optimizer`` node with that part's keys from ``task.optimizers`` changed."""
+    if parts is None:
+        return build_optimizer(node, model)
+    part_overrides = part_overrides or {}
+    unknown = sorted(set(part_overrides) - set(parts))
+    if unknown:
+        raise UserError(
+            f"task.optimizers has {', '.join(unknown)}, and this task's parts are "
+            f"{', '.join(parts)}: use task.optimizers.<part>.<key>=..."
+        )
+    return {
+        name: build_optimizer({**node, **(part_overrides.get(name) or {})}, module)
+        for name, module in parts.items()
+    }
+
+
+def build_schedulers(
+    node: Mapping[str, Any] | None,
+    optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer],
+    steps_per_epoch: int,
+    max_epochs: int,
+) -> tuple[Any, str]:
+    """:func:`build_scheduler` for the optimizer, or one scheduler per part's optimizer."""
+    if not isinstance(optimizer, Mapping):
+        return build_scheduler(node, optimizer, steps_per_epoch, max_epochs)
+    built = {
+        name: build_scheduler(node, opt, steps_per_epoch, max_epochs)
+        for name, opt in optimizer.items()
+    }
+    interval = next(iter(built.values()))[1]
+    return {name: scheduler for name, (scheduler, _) in built.items()}, interval
+
+
 def build_scheduler(
     node: Mapping[str, Any] | None,
     optimizer: torch.optim.Optimizer,
@@ -99,11 +140,14 @@ def _fill_step_counts(node: dict, steps_per_epoch: int, total_steps: int) -> Non
             node[key] = max(1, steps_per_epoch // 2)
 
 
-def build_loss(node: Mapping[str, Any], name: str, task: Any, num_classes: int) -> Callable:
-    """The loss, adapted by the task to its outputs; lists of numbers become tensors."""
+def build_loss(node: Mapping[str, Any], name: str, task: Any, num_classes: int | None) -> Callable:
+    """The loss, adapted by the task to its outputs; lists of numbers become tensors.
+
+    ``num_classes`` is None for a task that is not a classifier (dcgan).
+    """
     node = dict(node)
     adapt, binary_only = node.pop("adapt", None), node.pop("binary_only", False)
-    if binary_only and num_classes != 2:
+    if binary_only and num_classes not in (None, 2):
         fitting = ", ".join(n for n, spec in _loss_specs().items() if not spec.get("binary_only"))
         raise UserError(
             f"loss={name} fits two-class tasks only, and this task has {num_classes} classes: "
@@ -111,8 +155,12 @@ def build_loss(node: Mapping[str, Any], name: str, task: Any, num_classes: int) 
         )
     tensors = {k: torch.tensor(v) for k, v in node.items() if _is_number_list(v)}
     rest = {k: v for k, v in node.items() if k not in tensors}
-    loss = call("loss", lambda: instantiate(rest, **tensors))
-    return task.build_loss(loss, adapt) if hasattr(task, "build_loss") else loss
+    loss = call("loss", lambda: instantiate(rest, **tensors)) if node else None  # loss=none
+    if hasattr(task, "build_loss"):
+        return task.build_loss(loss, adapt)
+    if loss is None:
+        raise UserError("this task trains with a loss, and loss=none gives none: pick one")
+    return loss
 
 
 def _loss_specs() -> dict[str, dict]:
@@ -143,6 +191,7 @@ def call(group: str, factory: Callable, *args: Any) -> Any:
         return factory(*args)
     except (TypeError, ValueError, InstantiationException) as error:
         message = str(error).strip().splitlines()[0]
-        raise UserError(
-            f"cannot build {group}: {message} (check the {group}.* overrides)"
-        ) from error
+        # A key left by a preset for another class (task=dcgan's Adam betas, then optimizer=sgd).
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
+        fix = f"drop it with ~{group}.{unexpected[1]}" if unexpected else "check the overrides"
+        raise UserError(f"cannot build {group}: {message} ({fix})") from error

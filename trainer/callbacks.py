@@ -9,7 +9,7 @@ Events, in the order the Trainer fires them:
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,10 @@ class TensorBoardLogger(Callback):
     """Scalars, histograms and hyperparameters under ``log_dir``, stepped by optimizer steps.
 
     Per optimizer step (every ``trainer.log_every_n_steps``): ``train/<name>_step`` and the lr
-    of every parameter group. Per epoch: the epoch metrics and a histogram of every parameter
-    and its gradient. At the end: the run's hyperparameters with its final metrics (HParams tab).
+    of every parameter group. Per epoch: the epoch metrics, a histogram of every parameter
+    and its gradient, and the task's images (``images_fn(model) -> {tag: uint8 [3, H, W]}``,
+    also saved as ``<image_dir>/<tag>/epoch_NNN.png``). At the end: the run's hyperparameters
+    with its final metrics (HParams tab).
     """
 
     order = 10
@@ -93,8 +95,12 @@ class TensorBoardLogger(Callback):
         hparams: Mapping[str, Any] | None = None,
         notes: Mapping[str, str] | None = None,
         class_names: Sequence[str] | None = None,
+        images_fn: Callable[[torch.nn.Module], Mapping[str, torch.Tensor]] | None = None,
+        image_dir: str | Path | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
+        self.images_fn = images_fn
+        self.image_dir = Path(image_dir) if image_dir is not None else None
         self.class_names = list(class_names or [])
         self.hparams = dict(hparams or {})
         self.notes = dict(notes or {})
@@ -115,8 +121,8 @@ class TensorBoardLogger(Callback):
         for name, value in outputs.items():
             if value.ndim == 0:  # counts (a confusion matrix) are summarised per epoch instead
                 self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
-        for index, lr in enumerate(trainer.step_lrs):  # the lr each group just stepped with
-            self.writer.add_scalar(f"lr/group{index}", lr, step)
+        for group, lr in trainer.step_lrs.items():  # the lr each group just stepped with
+            self.writer.add_scalar(f"lr/{group}", lr, step)
 
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
         step = trainer.global_step
@@ -128,7 +134,19 @@ class TensorBoardLogger(Callback):
             self._histogram(f"params/{name}", param, step)
             if param.grad is not None:
                 self._histogram(f"grads/{name}", param.grad, step)
+        if self.images_fn is not None:
+            self._log_images(trainer.module, trainer.epoch, step)
         self.writer.flush()
+
+    def _log_images(self, model: torch.nn.Module, epoch: int, step: int) -> None:
+        from PIL import Image
+
+        for tag, image in self.images_fn(model).items():
+            self.writer.add_image(tag, image, step)
+            if self.image_dir is not None:
+                path = self.image_dir / tag / f"epoch_{epoch:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
 
     def _histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
         values = values.detach().float()

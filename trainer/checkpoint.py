@@ -12,7 +12,8 @@ import yaml
 
 from torchcamp.trainer.errors import UserError
 
-CHECKPOINT_FORMAT = 1
+# 2: optimizers and schedulers by part ({"model": ...}, a GAN's {"D": ..., "G": ...}).
+CHECKPOINT_FORMAT = 2
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -50,6 +51,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise UserError(f"cannot read checkpoint {path}: {first_line}") from error
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise UserError(f"{path} is not a torchcamp checkpoint (no model/epoch entries)")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"{path} is a format-{state.get('format')} checkpoint and this torchcamp reads format "
+            f"{CHECKPOINT_FORMAT}: start a new run (its weights load with model.weights_path)"
+        )
     return state
 
 

@@ -7,6 +7,7 @@ at once.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -68,11 +69,15 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     splits = task.build_datasets(data_root, seed=cfg.seed, augment=cfg.data.augment, **options)
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
-    num_classes = len(splits["train"].classes)
+    classes = getattr(splits["train"], "classes", None)  # None: not a classifier (dcgan)
     # On the device before the optimizer exists: some (Adagrad) create their state eagerly.
     model = builders.build_model(_node(cfg.model), task, splits["train"]).to(device)
-    optimizer = builders.build_optimizer(_node(cfg.optimizer), model)
-    scheduler, interval = builders.build_scheduler(
+    # A GAN names its parts (D, G): one optimizer and one scheduler each.
+    parts = task.optimized_modules(model) if hasattr(task, "optimized_modules") else None
+    optimizer = builders.build_optimizers(
+        _node(cfg.optimizer), model, parts, _node(cfg.task.get("optimizers"))
+    )
+    scheduler, interval = builders.build_schedulers(
         _node(cfg.scheduler),
         optimizer,
         builders.steps_per_epoch(loaders["train"], cfg.trainer.accumulate_grad_batches),
@@ -83,9 +88,17 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         from torchcamp.datasets.balance import class_weighted_loss
 
         loss_node = class_weighted_loss(loss_node, splits["train"], loss_name)
-    loss_fn = builders.build_loss(loss_node, loss_name, task, num_classes)
+    loss_fn = builders.build_loss(loss_node, loss_name, task, len(classes) if classes else None)
     regularizer = builders.build_regularizer(_node(cfg.regularizer))
-    model = devices.wrap_model(model, cfg.device.strategy, device, gpus, cfg.device.sync_batchnorm)
+    model = devices.wrap_model(
+        model,
+        cfg.device.strategy,
+        device,
+        gpus,
+        cfg.device.sync_batchnorm,
+        # Each phase leaves the other parts without gradients, which DDP must be told.
+        find_unused_parameters=parts is not None,
+    )
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     meta = {"task": cfg.task.name, "overrides": info.overrides}
@@ -96,9 +109,18 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     ]
     if is_main:
         hparams = info.choices | _flatten(resolved)
+        images_fn = None
+        if hasattr(task, "epoch_images"):  # drawn on held-out data where there is some
+            shown = splits.get("val", splits["train"])
+            images_fn = functools.partial(task.epoch_images, dataset=shown, device=device)
         callbacks.append(
             TensorBoardLogger(
-                run_dir / "tb", hparams=hparams, notes=notes, class_names=splits["train"].classes
+                run_dir / "tb",
+                hparams=hparams,
+                notes=notes,
+                class_names=classes,
+                images_fn=images_fn,
+                image_dir=run_dir,
             )
         )
     trainer = Trainer(
@@ -120,6 +142,7 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         callbacks=callbacks,
         progress=cfg.trainer.progress and is_main,
         summarize_fn=getattr(task, "summarize", None),
+        make_evaluator=getattr(task, "make_evaluator", None),
     )
     if resume_path is not None:
         _restore(trainer, resume_path)
@@ -179,7 +202,7 @@ def _restore(trainer: Any, path: Path) -> None:
     from torchcamp.trainer.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
-    saved_total = (state.get("scheduler") or {}).get("total_steps")
+    saved_total = next(iter(state["schedulers"].values()), {}).get("total_steps")
     total = getattr(trainer.scheduler, "total_steps", None)
     if saved_total is not None and total is not None and saved_total != total:
         raise UserError(

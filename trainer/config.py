@@ -62,7 +62,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "null or a number > 0",
     ),
     "trainer.log_every_n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "trainer.monitor": (lambda v: isinstance(v, str) and "/" in v, "a metric name like val/acc"),
+    "trainer.monitor": (
+        lambda v: v is None or (isinstance(v, str) and "/" in v),
+        "a metric name like val/acc, or null (best.pt is then the last epoch)",
+    ),
     "trainer.monitor_mode": _one_of("min", "max"),
     "trainer.progress": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.deterministic": (lambda v: isinstance(v, bool), "true or false"),

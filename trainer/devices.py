@@ -69,8 +69,13 @@ def wrap_model(
     device: torch.device,
     gpus: Sequence[int],
     sync_batchnorm: bool = False,
+    find_unused_parameters: bool = False,
 ) -> nn.Module:
-    """Move ``model`` to ``device`` and wrap it for the strategy (the bare model for single)."""
+    """Move ``model`` to ``device`` and wrap it for the strategy (the bare model for single).
+
+    ``find_unused_parameters``: some backward passes leave parameters without gradients (a
+    GAN's phases), so DDP must look for them instead of waiting for their gradients.
+    """
     model = model.to(device)
     if strategy == "ddp":
         if sync_batchnorm and device.type != "cuda":
@@ -80,7 +85,9 @@ def wrap_model(
         if sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         device_ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+        )
     if strategy == "dp":
         return nn.DataParallel(model, device_ids=list(gpus) if device.type == "cuda" else None)
     return model

@@ -24,8 +24,11 @@ class EpochSums:
         self.count_sums: dict[str, torch.Tensor] = {}
         self.weight = 0
 
-    def add(self, out: Mapping[str, torch.Tensor], weight: int) -> None:
+    def add(self, out: Mapping[str, Any], weight: int) -> None:
+        """Add one batch's outputs, skipping non-tensors (detections meant for an evaluator)."""
         for name, value in out.items():
+            if not isinstance(value, torch.Tensor):
+                continue
             value = value.detach()
             if value.ndim == 0:
                 self.sums[name] = self.sums[name] + value.float() * weight

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -84,21 +86,64 @@ def build_param_groups(
     return [groups[key] for key in sorted(groups)]
 
 
-def check_optimizer_fits(
+def check_optimizers_fit(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    needs_closure: bool,
+    optimizers: Mapping[str, torch.optim.Optimizer],
     accumulate_grad_batches: int,
     precision: str,
 ) -> None:
     """Combinations that cannot work stop at start, not mid-epoch."""
+    for optimizer in optimizers.values():
+        if needs_closure(optimizer) and len(optimizers) > 1:
+            raise UserError(
+                f"{type(optimizer).__name__} steps with a closure, which a task with several "
+                f"optimizers ({', '.join(optimizers)}) cannot drive: use another optimizer"
+            )
+        _check_optimizer_fits(model, optimizer, accumulate_grad_batches, precision)
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """LBFGS and friends re-evaluate the loss themselves: ``step(closure)`` is mandatory."""
+    step_params = inspect.signature(optimizer.step).parameters
+    return "closure" in step_params and step_params["closure"].default is inspect.Parameter.empty
+
+
+@contextmanager
+def only_training(optimizers: Mapping[str, torch.optim.Optimizer], part: str) -> Iterator[None]:
+    """While one part trains, the other parts' parameters take no gradients (Lightning's
+    ``toggle_optimizer``): a generator step must leave nothing in the discriminator's."""
+    if len(optimizers) == 1:
+        yield
+        return
+    own = {id(p) for group in optimizers[part].param_groups for p in group["params"]}
+    others = [
+        p
+        for name, optimizer in optimizers.items()
+        if name != part
+        for group in optimizer.param_groups
+        for p in group["params"]
+        if p.requires_grad and id(p) not in own
+    ]
+    for param in others:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in others:
+            param.requires_grad_(True)
+
+
+def _check_optimizer_fits(
+    model: nn.Module, optimizer: torch.optim.Optimizer, accumulate_grad_batches: int, precision: str
+) -> None:
     name = type(optimizer).__name__
-    if needs_closure and accumulate_grad_batches > 1:
+    closure = needs_closure(optimizer)
+    if closure and accumulate_grad_batches > 1:
         raise UserError(
             f"{name} steps with a closure that re-evaluates one batch, so it cannot accumulate "
             "gradients: use trainer.accumulate_grad_batches=1"
         )
-    if needs_closure and precision == "16-mixed":
+    if closure and precision == "16-mixed":
         raise UserError(
             f"{name} steps with a closure, which GradScaler cannot drive: "
             "use trainer.precision=32 or bf16-mixed"

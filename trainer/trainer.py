@@ -5,18 +5,23 @@ The Trainer receives plain objects (a model, loaders, an optimizer, ...) and a t
 shares: device placement, AMP, gradient accumulation, clipping, schedulers, the best-metric
 bookkeeping, and the state a checkpoint needs. Extras (TensorBoard, checkpoint files) are
 callbacks.
+
+A task that trains parts of its model against each other (a GAN's discriminator ``D`` and
+generator ``G``) passes one optimizer per part, ``{"D": ..., "G": ...}``: on every batch the
+Trainer calls ``step(model, batch, loss_fn, phase="D")`` and then ``phase="G"``, each with
+only that part's parameters taking gradients, and keeps AMP, accumulation, clipping,
+scheduling and checkpointing for every optimizer, so the task writes no optimizer code at all.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -26,14 +31,24 @@ from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.metrics import EpochSums, batch_size, format_metrics
-from torchcamp.trainer.params import check_optimizer_fits
+from torchcamp.trainer.params import check_optimizers_fit, needs_closure, only_training
 from torchcamp.trainer.regularizers import Regularizer
 from torchcamp.trainer.utils import get_rng_state, move_to_device, set_rng_state
 
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[nn.Module, Any, Callable], Mapping[str, torch.Tensor]]
+StepFn = Callable[..., Mapping[str, Any]]
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+SINGLE = "model"  # the name of the one optimizer of an ordinary task
+
+
+class Evaluator(Protocol):
+    """A metric over a whole evaluation pass that batch means cannot give (detection mAP):
+    fed every step's outputs, computed once at the end (over all ranks under DDP)."""
+
+    def update(self, outputs: Mapping[str, Any]) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
 
 
 class Trainer:
@@ -43,7 +58,7 @@ class Trainer:
         self,
         model: nn.Module,
         step_fn: StepFn,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer],
         loss_fn: Callable,
         *,
         device: torch.device | str = "cpu",
@@ -55,11 +70,12 @@ class Trainer:
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
         log_every_n_steps: int = 10,
-        monitor: str = "val/loss",
+        monitor: str | None = "val/loss",
         monitor_mode: str = "min",
         callbacks: Iterable[Callback] = (),
         progress: bool = True,
         summarize_fn: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None,
+        make_evaluator: Callable[[], Evaluator] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -71,7 +87,13 @@ class Trainer:
         if isinstance(loss_fn, nn.Module):
             loss_fn.to(self.device)  # class weights and other buffers
         self.step_fn, self.loss_fn, self.regularizer = step_fn, loss_fn, regularizer
-        self.optimizer, self.scheduler = optimizer, scheduler
+        # Optimizers (and their schedulers) by part, stepped in this order on every batch.
+        self.phased = isinstance(optimizer, Mapping)
+        self.optimizers = dict(optimizer) if self.phased else {SINGLE: optimizer}
+        if scheduler is None or isinstance(scheduler, Mapping):
+            self.schedulers = {k: v for k, v in (scheduler or {}).items() if v is not None}
+        else:
+            self.schedulers = {SINGLE: scheduler}
         self.scheduler_interval = scheduler_interval
         self.precision = precision
         self.max_epochs = max_epochs
@@ -83,6 +105,8 @@ class Trainer:
         # Bars only where a person watches: a log file or CI gets one line per epoch instead.
         self.progress = progress and sys.stdout.isatty()
         # fp16 needs loss scaling to keep small gradients from underflowing; bf16 does not.
+        # One scaler serves every optimizer: each is stepped through it, and the scale is
+        # updated once per optimizer step of the whole model (PyTorch's AMP recipe).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "16-mixed")
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
@@ -90,19 +114,14 @@ class Trainer:
         self.is_best = False  # did the last evaluation set a new best?
         self.fit_seconds = 0.0  # first training batch to the end of the last validation
         self._fit_started: float | None = None
-        self.step_lrs: list[float] = []  # each group's lr in the last optimizer step
+        self.step_lrs: dict[str, float] = {}  # "group0" (or "D/group0"): lr of the last step
         # A step may return count tensors (e.g. a confusion matrix): summed over the epoch and
         # the ranks, kept here per split, and turned into metrics by `summarize_fn`.
         self.summarize_fn = summarize_fn
         self.epoch_counts: dict[str, dict[str, torch.Tensor]] = {}
-        # LBFGS and friends re-evaluate the loss themselves: step(closure) is mandatory.
-        step_params = inspect.signature(optimizer.step).parameters
-        self.needs_closure = "closure" in step_params and (
-            step_params["closure"].default is inspect.Parameter.empty
-        )
-        check_optimizer_fits(
-            self.model, optimizer, self.needs_closure, accumulate_grad_batches, precision
-        )
+        self.make_evaluator = make_evaluator
+        self.needs_closure = any(map(needs_closure, self.optimizers.values()))
+        check_optimizers_fit(self.model, self.optimizers, accumulate_grad_batches, precision)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -133,7 +152,7 @@ class Trainer:
             self._update_best(metrics)
             if self._fit_started is not None:
                 self.fit_seconds = time.perf_counter() - self._fit_started
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
+            if self.scheduler_interval == "epoch":
                 self._epoch_scheduler_step(metrics)
             log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, format_metrics(metrics))
             run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
@@ -148,8 +167,7 @@ class Trainer:
     def train_one_epoch(self, loader: Iterable) -> dict[str, float]:
         """One pass over ``loader``; returns the epoch means as ``train/<name>``."""
         self.model.train()
-        num_batches = len(loader)
-        accumulate = self.accumulate_grad_batches
+        num_batches, accumulate = len(loader), self.accumulate_grad_batches
         means = EpochSums()
         bar = tqdm(loader, desc=f"train {self.epoch + 1}", leave=False, disable=not self.progress)
         for batch_idx, batch in enumerate(bar):
@@ -163,20 +181,16 @@ class Trainer:
             window_start = batch_idx - batch_idx % accumulate
             # The last window of an epoch may be shorter than k: average over what it has.
             window_size = min(accumulate, num_batches - window_start)
-            if batch_idx == window_start:
-                self.optimizer.zero_grad(set_to_none=True)
-            steps_now = batch_idx + 1 == window_start + window_size
-            # DDP all-reduces gradients on every backward; only the window's last one needs it.
-            no_sync = getattr(self.model, "no_sync", None)
-            with nullcontext() if steps_now or no_sync is None else no_sync():
-                out = self._forward(batch, training=True)
-                self.scaler.scale(out["loss"] / window_size).backward()
-            if steps_now:
-                self._optimizer_step()
-                run_callbacks(self.callbacks, "on_train_step_end", self, out)
+            out = self._train_step(
+                batch,
+                batch_idx == window_start,
+                window_size,
+                batch_idx + 1 == window_start + window_size,
+            )
             means.add(out, weight=batch_size(batch))
             if self.progress:
-                bar.set_postfix(loss=f"{out['loss'].item():.4f}", lr=f"{self.lr:.3g}")
+                losses = {k: f"{v.item():.4f}" for k, v in out.items() if k.startswith("loss")}
+                bar.set_postfix(**losses, lr=f"{self.lr:.3g}")
         return self._epoch_metrics(means, "train")
 
     @torch.no_grad()
@@ -189,9 +203,19 @@ class Trainer:
         model = self.module if distributed.is_distributed() else self.model
         model.eval()
         means = EpochSums()
+        evaluator = self.make_evaluator() if self.make_evaluator is not None else None
         for batch in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
-            means.add(self._forward(batch, training=False, model=model), weight=batch_size(batch))
-        return self._epoch_metrics(means, prefix)
+            batch = move_to_device(batch, self.device)
+            out: dict[str, Any] = {}
+            for phase in self.optimizers:
+                out |= self._named(phase, self._forward(batch, False, model=model, phase=phase))
+            if evaluator is not None:
+                evaluator.update(out)
+            means.add(out, weight=batch_size(batch))
+        metrics = self._epoch_metrics(means, prefix)
+        if evaluator is not None:
+            metrics |= {f"{prefix}/{k}": v for k, v in evaluator.compute().items()}
+        return metrics
 
     def _epoch_metrics(self, means: EpochSums, prefix: str) -> dict[str, float]:
         """Scalar means, plus what the task's ``summarize`` makes of the summed count tensors."""
@@ -204,12 +228,38 @@ class Trainer:
 
     # ---- one step -------------------------------------------------------------------------
 
-    def _forward(
-        self, batch: Any, training: bool, model: nn.Module | None = None
+    def _train_step(
+        self, batch: Any, window_starts: bool, window_size: int, steps_now: bool
     ) -> dict[str, torch.Tensor]:
+        """Forward and backward for every part (one, or a GAN's D then G) on one micro-batch of
+        an accumulation window; each optimizer steps at the window's end."""
         batch = move_to_device(batch, self.device)
+        # DDP all-reduces gradients on every backward; only the window's last one needs it.
+        no_sync = getattr(self.model, "no_sync", None)
+        out: dict[str, torch.Tensor] = {}
+        for phase, optimizer in self.optimizers.items():
+            if window_starts:
+                optimizer.zero_grad(set_to_none=True)
+            sync = nullcontext() if steps_now or no_sync is None else no_sync()
+            with only_training(self.optimizers, phase), sync:
+                phase_out = self._forward(batch, training=True, phase=phase)
+                self.scaler.scale(phase_out["loss"] / window_size).backward()
+            if steps_now:
+                self._optimizer_step(optimizer)
+            out |= self._named(phase, phase_out)
+        if steps_now:
+            self.scaler.update()
+            self._after_optimizer_step()
+            run_callbacks(self.callbacks, "on_train_step_end", self, out)
+        return out
+
+    def _forward(
+        self, batch: Any, training: bool, model: nn.Module | None = None, phase: str = SINGLE
+    ) -> dict[str, Any]:
+        """The task's step on a batch already on the device, under autocast."""
+        phase_arg = {"phase": phase} if self.phased else {}
         with self._autocast():
-            out = dict(self.step_fn(model or self.model, batch, self.loss_fn))
+            out = dict(self.step_fn(model or self.model, batch, self.loss_fn, **phase_arg))
             penalty = (
                 self.regularizer.penalty(self.module) if training and self.regularizer else None
             )
@@ -218,44 +268,60 @@ class Trainer:
                 out["loss"] = out["loss"] + penalty
         return out
 
-    def _optimizer_step(self) -> None:
+    def _named(self, phase: str, out: Mapping[str, Any]) -> dict[str, Any]:
+        """A phase's outputs, its ``loss`` renamed ``loss_<phase>`` (``loss_D``, ``loss_G``)."""
+        if not self.phased:
+            return dict(out)
+        return {f"loss_{phase}" if k == "loss" else k: v for k, v in out.items()}
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip and step one optimizer; the scaler is updated once all have stepped."""
         if self.gradient_clip_val is not None:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self._after_optimizer_step()
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+        self.scaler.step(optimizer)
 
     def _closure_step(self, batch: Any) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         # The optimizer calls the closure many times (line search): copy the batch over once.
         batch = move_to_device(batch, self.device)
+        optimizer = self.optimizer
 
         def closure() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             out.update(self._forward(batch, training=True))
             out["loss"].backward()
             if self.gradient_clip_val is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
             return out["loss"]
 
-        self.optimizer.step(closure)
+        optimizer.step(closure)
         self._after_optimizer_step()
         return out
 
     def _after_optimizer_step(self) -> None:
         self.global_step += 1
-        self.step_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.step_lrs = {
+            f"{name}/group{index}" if self.phased else f"group{index}": group["lr"]
+            for name, opt in self.optimizers.items()
+            for index, group in enumerate(opt.param_groups)
+        }
         if self.regularizer is not None:
             self.regularizer.after_step(self.module)  # constraints such as max_norm
-        if self.scheduler is not None and self.scheduler_interval == "step":
-            self.scheduler.step()
+        if self.scheduler_interval == "step":
+            for scheduler in self.schedulers.values():
+                scheduler.step()
 
     def _epoch_scheduler_step(self, metrics: Mapping[str, float]) -> None:
-        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step()
+        for scheduler in self.schedulers.values():
+            self._step_epoch_scheduler(scheduler, metrics)
+
+    def _step_epoch_scheduler(self, scheduler: Any, metrics: Mapping[str, float]) -> None:
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
         elif self.monitor in metrics:
-            self.scheduler.step(metrics[self.monitor])
+            scheduler.step(metrics[self.monitor])
         else:
             raise UserError(
                 f"scheduler=plateau watches trainer.monitor={self.monitor}, which this run does "
@@ -271,8 +337,18 @@ class Trainer:
     # ---- bookkeeping ----------------------------------------------------------------------
 
     @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first (for most tasks the only) optimizer."""
+        return next(iter(self.optimizers.values()))
+
+    @property
+    def scheduler(self) -> Any:
+        """The first optimizer's scheduler, or None."""
+        return self.schedulers.get(next(iter(self.optimizers)))
+
+    @property
     def lr(self) -> float:
-        """The learning rate of the first parameter group."""
+        """The learning rate of the first optimizer's first parameter group."""
         return self.optimizer.param_groups[0]["lr"]
 
     def _update_best(self, metrics: Mapping[str, float]) -> None:
@@ -290,20 +366,22 @@ class Trainer:
         name = type(self.module).__name__
         frozen = total - trainable
         log.info(f"model {name}: {total:,} parameters, {trainable:,} trainable, {frozen:,} frozen")
-        for index, group in enumerate(self.optimizer.param_groups):
-            count = sum(p.numel() for p in group["params"])
-            log.info(
-                f"param group {index} {group.get('name', '')}: {len(group['params'])} tensors, "
-                f"{count:,} parameters, lr={group['lr']:.3g}, "
-                f"weight_decay={group.get('weight_decay', 'n/a')}"
-            )
+        for part, optimizer in self.optimizers.items():
+            for index, group in enumerate(optimizer.param_groups):
+                count = sum(p.numel() for p in group["params"])
+                log.info(
+                    f"{part + ' ' if self.phased else ''}param group {index} "
+                    f"{group.get('name', '')}: {len(group['params'])} tensors, {count:,} "
+                    f"parameters, lr={group['lr']:.3g}, "
+                    f"weight_decay={group.get('weight_decay', 'n/a')}"
+                )
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run: weights, optimizer, scheduler, progress, RNG."""
         return {
             "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -317,9 +395,15 @@ class Trainer:
         # Checkpoints written from a wrapped model by other tools carry a `module.` prefix.
         nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")
         self.module.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        if sorted(state["optimizers"]) != sorted(self.optimizers):
+            raise ValueError(
+                f"it trains {', '.join(state['optimizers'])}, this run {', '.join(self.optimizers)}"
+            )
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            if name in state["schedulers"]:
+                scheduler.load_state_dict(state["schedulers"][name])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step, self.best = (
