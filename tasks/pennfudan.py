@@ -27,6 +27,7 @@ from torchcamp.datasets.pennfudan import (
     split_pennfudan,
 )
 from torchcamp.datasets.pennfudan import collate_detection as collate_fn
+from torchcamp.trainer import distributed
 from torchcamp.trainer.errors import UserError
 
 __all__ = [
@@ -96,25 +97,33 @@ def step(model: nn.Module, batch: Batch, loss_fn: None) -> dict[str, Any]:
 
 class DetectionEvaluator:
     """COCO mAP over an evaluation pass: ``map`` (IoU 0.50:0.95), ``map_50``, ``map_75`` and
-    ``mar_100``, from torchmetrics' ``MeanAveragePrecision`` (pycocotools underneath; it
-    gathers every rank's detections under DDP)."""
+    ``mar_100``, from torchmetrics' ``MeanAveragePrecision`` (pycocotools underneath).
+
+    Under DDP each rank holds the detections of its own shard, and shards differ in length;
+    they are gathered as Python objects (torchmetrics' own tensor sync expects every rank to
+    hold as many images and fails on gloo otherwise), then every rank scores them all.
+    """
 
     def __init__(self) -> None:
-        from torchmetrics.detection import MeanAveragePrecision
-
-        self.metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+        self.detections: list[dict[str, torch.Tensor]] = []
+        self.targets: list[dict[str, torch.Tensor]] = []
 
     def update(self, outputs: Mapping[str, Any]) -> None:
         keep = ("boxes", "scores", "labels")
-        detections = [{k: d[k].detach().cpu() for k in keep} for d in outputs["detections"]]
-        targets = [
+        self.detections += [{k: d[k].detach().cpu() for k in keep} for d in outputs["detections"]]
+        self.targets += [
             {"boxes": t["boxes"].as_subclass(torch.Tensor).cpu(), "labels": t["labels"].cpu()}
             for t in outputs["targets"]
         ]
-        self.metric.update(detections, targets)
 
     def compute(self) -> dict[str, float]:
-        results = self.metric.compute()
+        from torchmetrics.detection import MeanAveragePrecision
+
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", sync_on_compute=False)
+        for detections, targets in distributed.gather_objects((self.detections, self.targets)):
+            if detections:
+                metric.update(detections, targets)
+        results = metric.compute()
         return {name: float(results[name]) for name in ("map", "map_50", "map_75", "mar_100")}
 
 

@@ -121,3 +121,35 @@ def test_pennfudan_short_run_on_the_real_photos(monkeypatch, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 11  # 42 training photos in batches of 4
     assert 0.0 <= metrics["val/map_50"] <= 1.0
+
+
+def test_weights_path_from_a_coco_sized_detector_keeps_a_fresh_head(tmp_path):
+    from types import SimpleNamespace
+
+    from torchcamp.trainer import builders
+
+    builder = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn
+    coco_like = fasterrcnn(builder, num_classes=91)  # the shape of the COCO checkpoints
+    path = tmp_path / "coco_like.pth"
+    torch.save(coco_like.state_dict(), path)
+    node = {
+        "_target_": "torchcamp.tasks.models.fasterrcnn",
+        "_partial_": True,
+        "builder": {"_target_": f"{builder.__module__}.{builder.__name__}", "_partial_": True},
+        "weights_path": str(path),
+    }
+    two_classes = SimpleNamespace(classes=("background", "pedestrian"))
+    model = builders.build_model(node, pennfudan, two_classes)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    backbone = "backbone.body.0.0.weight"
+    assert torch.equal(model.state_dict()[backbone], coco_like.state_dict()[backbone])
+
+
+def test_pennfudan_under_ddp_gathers_every_ranks_detections(run_cli):
+    result = run_cli(
+        *SMALL, "data.synthetic=true", "data.batch_size=2", "device=ddp", "device.devices=2",
+        "device.accelerator=cpu", "trainer.max_epochs=1",
+    )  # fmt: skip
+    assert result.metrics["world_size"] == 2
+    assert result.metrics["global_step"] == 3  # 11 training scenes over 2 ranks, batches of 2
+    assert "val/map_50" in result.metrics

@@ -105,6 +105,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return reduced.to(tensor.device)
 
 
+def gather_objects(item: Any) -> list[Any]:
+    """Every rank's ``item`` (any picklable object, of any size), in rank order, on every rank;
+    ``[item]`` without a group. For what tensors of one shape cannot hold (detections)."""
+    if not is_distributed():
+        return [item]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, item)
+    return gathered
+
+
 def broadcast_module(module: nn.Module) -> None:
     """Make every rank's parameters and buffers equal to rank 0's."""
     if is_distributed():

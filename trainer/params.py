@@ -180,8 +180,8 @@ def _names(model: nn.Module) -> str:
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a state dict file (zip or legacy format, tensors only) into ``model``.
 
-    The classifier head (the last ``nn.Linear``) may differ in shape, as when ImageNet weights
-    meet a two-class task: it keeps its fresh initialisation. Any other difference is an error.
+    The classifier head may differ in shape, as when ImageNet or COCO weights meet a two-class
+    task: it keeps its fresh initialisation. Any other difference is an error.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -197,7 +197,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     state = dict(state)
     nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
     own = model.state_dict()
-    head = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1:]
+    head = _head_layers(model)
     in_head = lambda key: any(key.startswith(f"{h}.") for h in head)  # noqa: E731
     mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
     missing = [k for k in own if k not in state]
@@ -209,6 +209,18 @@ def load_weights(model: nn.Module, path: str) -> None:
             f"{', '.join(problems[:5])}{' ...' if len(problems) > 5 else ''} differ"
         )
     model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+
+
+def _head_layers(model: nn.Module) -> list[str]:
+    """The classifier head: the last ``nn.Linear`` (ResNet's ``fc``), with the Linears beside it
+    when it sits in a predictor module of its own (Faster R-CNN's ``cls_score``, ``bbox_pred``)."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        return []
+    parent = linears[-1].rpartition(".")[0]
+    if not parent:
+        return linears[-1:]
+    return [name for name in linears if name.rpartition(".")[0] == parent]
 
 
 def _first_line(error: BaseException) -> str:
