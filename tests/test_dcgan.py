@@ -218,3 +218,28 @@ def test_each_rank_draws_its_own_noise(monkeypatch):
         torch.manual_seed(0)  # every rank holds the same global RNG state
         draws.append(model._noise(4, torch.device("cpu")))
     assert not torch.equal(draws[0], draws[1])
+
+
+def test_one_grad_scaler_skips_both_steps_on_overflow_and_backs_off_once():
+    # fp16 autocast with a GradScaler runs on the CPU too, so the scaler logic is tested here;
+    # the CLI still asks for CUDA for 16-mixed.
+    torch.manual_seed(0)
+    model = dcgan.DCGAN(nz=8, ngf=4, ndf=4)
+    optimizers = {
+        n: torch.optim.SGD(p.parameters(), lr=0.1)
+        for n, p in dcgan.optimized_modules(model).items()
+    }
+    trainer = Trainer(
+        model,
+        dcgan.step,
+        optimizers,
+        dcgan.AdversarialLoss(nn.BCELoss()),
+        precision="16-mixed",
+        progress=False,
+    )
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)  # every gradient overflows
+    before = {k: v.clone() for k, v in model.state_dict().items() if "weight" in k}
+    trainer.train_one_epoch(DataLoader(list(torch.rand(4, 3, 64, 64) * 2 - 1), batch_size=4))
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # D and G skipped
+    assert trainer.scaler.get_scale() == 2.0**99  # one back-off for the step, not one per part
+    assert trainer.global_step == 1
