@@ -16,6 +16,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 Samples = list[tuple[Path, int]]
 
 
+def read_rgb(path: Path) -> Image.Image:
+    """The image at ``path`` as RGB; an unreadable, truncated or non-image file is a
+    :class:`UserError` naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:  # UnidentifiedImageError and truncated files are OSErrors
+        raise UserError(
+            f"cannot read image {path} ({error}): replace or remove the file"
+        ) from error
+
+
 class ImageList:
     """Map-style dataset over ``(path, label)`` pairs, decoded as RGB (the course's RMBDataset)."""
 
@@ -36,8 +48,7 @@ class ImageList:
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        image = read_rgb(path)
         if self.transform is not None:
             image = self.transform(image)
         return image, label
@@ -83,6 +94,5 @@ class ImageFiles:
         return len(self.files)
 
     def __getitem__(self, index: int):
-        with Image.open(self.files[index]) as image:
-            image = image.convert("RGB")
+        image = read_rgb(self.files[index])
         return self.transform(image) if self.transform is not None else image

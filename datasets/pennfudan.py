@@ -25,6 +25,7 @@ from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
 from torchcamp.datasets.download import download_archive
+from torchcamp.datasets.images import read_rgb
 from torchcamp.trainer.errors import UserError
 
 URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
@@ -151,7 +152,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         sample = self.samples[index]
-        image = _read_rgb(sample.image)
+        image = read_rgb(sample.image)
         height, width = image.height, image.width
         boxes = read_boxes(sample)
         _check_inside(boxes, sample, width, height)
@@ -167,14 +168,6 @@ class PennFudanDataset(torch.utils.data.Dataset):
         target["area"] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         target["iscrowd"] = torch.zeros(len(boxes), dtype=torch.int64)
         return image, target
-
-
-def _read_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as error:  # UnidentifiedImageError and truncated files are OSErrors
-        raise UserError(f"cannot read image {path}: {error}; restore it") from error
 
 
 def _check_inside(boxes: torch.Tensor, sample: PennFudanSample, width: int, height: int) -> None:

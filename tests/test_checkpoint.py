@@ -72,3 +72,21 @@ def test_find_resume_checkpoint_matches_task_and_overrides(tmp_path):
     assert older.exists()
     assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=adam", "resume=auto"]) == newer
     assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=rmsprop"]) is None
+
+
+def test_resuming_another_tasks_checkpoint_names_both(monkeypatch, tmp_path, capsys):
+    from conftest import train_in_process
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    code, first = train_in_process(
+        monkeypatch, tmp_path / "a", "task=rmb", "data.synthetic=true", "trainer.max_epochs=1"
+    )
+    assert code == 0
+    code, _ = train_in_process(
+        monkeypatch, tmp_path / "b", "task=names", "data.synthetic=true",
+        f"resume={first}/checkpoints/last.pt",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "is task=rmb model=lenet; this run is task=names model=gru" in err

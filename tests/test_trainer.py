@@ -165,3 +165,33 @@ def test_count_tensors_are_summed_and_summarized():
     recalls = [expected[c, c] / expected[c].sum() for c in range(3) if expected[c].sum() > 0]
     assert metrics["val/macro_acc"] == pytest.approx(float(sum(recalls) / len(recalls)))
     assert metrics["val/acc"] == pytest.approx(float((predictions == labels).float().mean()))
+
+
+def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_weights(
+    monkeypatch, tmp_path, capsys
+):
+    from conftest import train_in_process
+
+    from torchcamp.trainer.checkpoint import load_checkpoint
+
+    # SGD at lr 1e12: the first step is finite and blows the weights up; the next loss is not.
+    code, run_dir = train_in_process(
+        monkeypatch, tmp_path, "task=rmb", "data.synthetic=true", "optimizer.lr=1e12",
+        "trainer.max_epochs=1", "scheduler=none",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "error: the loss is nan at optimizer step" in err or "error: the loss is inf" in err
+    assert "trainer.gradient_clip_val" in err and "last_good.pt" in err
+    state = load_checkpoint(run_dir / "checkpoints" / "last_good.pt")
+    assert state["global_step"] >= 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_fp16_counts_the_steps_the_scaler_skips(caplog):
+    model = make_model()
+    trainer = make_trainer(model, precision="16-mixed")
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)  # the first step overflows
+    trainer.train_one_epoch(DataLoader(make_data(n=16), batch_size=8))
+    assert trainer.skipped_steps >= 1 and trainer.global_step == 2
+    assert "fp16: optimizer step 1 skipped" in caplog.text

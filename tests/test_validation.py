@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -36,3 +39,59 @@ def test_invalid_value_gives_one_line_and_exit_2(run_cli, args, expected):
     # Nothing was trained: no checkpoint, no metrics.
     assert not (result.run_dir / "checkpoints").exists()
     assert not (result.run_dir / "metrics.json").exists()
+
+
+# ---- bad files: the same promise once data is read ----------------------------------------
+
+
+def corrupt_one_image(root: Path) -> list[str]:
+    from torchcamp.datasets.hymenoptera import render_synthetic_hymenoptera
+
+    render_synthetic_hymenoptera(root, seed=0, per_class=4)
+    victim = root / "hymenoptera_data" / "train" / "bees" / "bees_001.jpg"
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated mid-stream
+    return ["task=hymenoptera", f"data.root={root}", "model=lenet", "task.options.image_size=32"]
+
+
+def empty_class_folder(root: Path) -> list[str]:
+    from torchcamp.datasets.hymenoptera import render_synthetic_hymenoptera
+
+    render_synthetic_hymenoptera(root, seed=0, per_class=4)
+    for image in (root / "hymenoptera_data" / "val" / "ants").iterdir():
+        image.unlink()
+    return ["task=hymenoptera", f"data.root={root}", "model=lenet"]
+
+
+def bad_annotation_line(root: Path) -> list[str]:
+    from torchcamp.datasets.pennfudan import render_synthetic_pennfudan
+
+    render_synthetic_pennfudan(root, seed=0, count=6)
+    annotation = sorted((root / "PennFudanPed" / "Annotation").glob("*.txt"))[0]
+    # "... : (160, 182) - (302, 431)" -> "... : (160, 18x) - (302, 431)"
+    annotation.write_text(re.sub(r": \((\d+), (\d+)\)", r": (\1, \2x)", annotation.read_text()))
+    return ["task=pennfudan", f"data.root={root}", "task.options.val_fraction=0.5"]
+
+
+FILE_CASES = [
+    (corrupt_one_image, ["data.num_workers=0"], "cannot read image .*bees_001.jpg"),
+    (corrupt_one_image, ["data.num_workers=2"], "cannot read image .*bees_001.jpg"),
+    (empty_class_folder, [], "no images in .*val/ants"),
+    (bad_annotation_line, [], r"FudanPed00001.txt:\d+"),
+    (lambda root: ["task=names", "data.synthetic=true"], ["loss=bce"], "fits two-class tasks"),
+    (lambda root: ["data.synthetic=true"], ["loss=none"], "loss=none gives none"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "expected"),
+    FILE_CASES,
+    ids=["corrupt image", "corrupt image in a worker", "empty class folder",
+         "annotation line", "bce for 5 classes", "no loss"],
+)  # fmt: skip
+def test_bad_files_give_one_line_and_exit_2(tmp_path, run_cli, make, args, expected):
+    result = run_cli(*make(tmp_path / "data"), *args, "trainer.max_epochs=1", check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and re.search(expected, lines[0]), lines[0]
+    assert "Traceback" not in result.stdout + result.stderr

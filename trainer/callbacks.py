@@ -3,11 +3,13 @@
 Events, in the order the Trainer fires them:
 ``on_fit_start(trainer)``, ``on_train_step_end(trainer, outputs)`` after each optimizer step,
 ``on_epoch_end(trainer, metrics)`` after validation, ``on_test_start(trainer)`` and
-``on_fit_end(trainer, metrics)`` with the final metrics (test included).
+``on_fit_end(trainer, metrics)`` with the final metrics (test included);
+``on_nonfinite_loss(trainer)`` when a NaN/Inf loss stops the run.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +20,8 @@ import torch
 
 from torchcamp.trainer import distributed
 from torchcamp.trainer.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class Callback:
@@ -68,6 +72,13 @@ class ModelCheckpoint(Callback):
             temporary = self.best_path.with_suffix(".pt.tmp")
             shutil.copyfile(self.last_path, temporary)
             temporary.replace(self.best_path)
+
+    def on_nonfinite_loss(self, trainer) -> None:
+        # The weights are still those of the last finite step: keep them for inspection.
+        if self.save:
+            path = self.dirpath / "last_good.pt"
+            save_checkpoint(trainer.state_dict() | self.extra, path)
+            log.warning("non-finite loss: the last good state is in %s", path)
 
     def on_test_start(self, trainer) -> None:
         if self.save and self.best_path.exists():

@@ -101,7 +101,7 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     )
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {"task": cfg.task.name, "overrides": info.overrides}
+    meta = {"task": cfg.task.name, "choices": info.choices, "overrides": info.overrides}
     callbacks = [
         ModelCheckpoint(
             run_dir / "checkpoints", extra={"config": resolved, "meta": meta}, save=is_main
@@ -145,12 +145,13 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         make_evaluator=getattr(task, "make_evaluator", None),
     )
     if resume_path is not None:
-        _restore(trainer, resume_path)
+        _restore(trainer, resume_path, meta)
 
     metrics = trainer.fit(loaders["train"], loaders.get("val"), loaders.get("test"))
     metrics |= {
         "epoch": trainer.epoch,
         "global_step": trainer.global_step,
+        "skipped_steps": trainer.skipped_steps,  # fp16 steps the GradScaler skipped
         "time/fit_seconds": round(trainer.fit_seconds, 3),
         "task": cfg.task.name,
         "synthetic": cfg.data.synthetic,
@@ -187,6 +188,7 @@ def _setup_process(cfg: DictConfig) -> tuple[Any, list[int]]:
     # checkpoint's RNG state (rank 0's) then fits every rank on resume.
     seed_everything(cfg.seed)
     torch.backends.cudnn.benchmark = cfg.trainer.cudnn_benchmark
+    torch.autograd.set_detect_anomaly(cfg.trainer.detect_anomaly)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
@@ -198,10 +200,11 @@ def _node(node: Any) -> dict | None:
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
-def _restore(trainer: Any, path: Path) -> None:
+def _restore(trainer: Any, path: Path, meta: dict[str, Any]) -> None:
     from torchcamp.trainer.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
+    _check_same_job(path, state.get("meta") or {}, meta)
     saved_total = next(iter(state["schedulers"].values()), {}).get("total_steps")
     total = getattr(trainer.scheduler, "total_steps", None)
     if saved_total is not None and total is not None and saved_total != total:
@@ -218,6 +221,20 @@ def _restore(trainer: Any, path: Path) -> None:
             f"({str(error).strip().splitlines()[0]}); resume with the same task and model"
         ) from error
     log.info("resumed from %s at epoch %d, step %d", path, trainer.epoch, trainer.global_step)
+
+
+def _check_same_job(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """A checkpoint of another task or model: one line naming both, before any state is read."""
+
+    def describe(meta: dict[str, Any]) -> str:
+        return f"task={meta.get('task')} model={(meta.get('choices') or {}).get('model')}"
+
+    if describe(saved) != describe(current):
+        raise UserError(
+            f"checkpoint {path} is {describe(saved)}; this run is {describe(current)}: resume "
+            "with the checkpoint's task and model, or start from its weights with "
+            "model.weights_path=... and resume=null"
+        )
 
 
 def _prepare_data(
@@ -397,10 +414,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         else:  # one process, or one rank that torchrun / SLURM started
             metrics = train(cfg, info)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_user_message(error)}", file=sys.stderr)
         sys.exit(2)
     # A sweeper (e.g. Optuna) optimises what the task function returns.
     return metrics.get(cfg.trainer.monitor)
+
+
+def _user_message(error: UserError) -> str:
+    """The message of a UserError; one raised in a DataLoader worker arrives re-raised with the
+    worker's traceback in its text ("Caught UserError in DataLoader worker..."): keep its own
+    last line."""
+    text = str(error)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split("Error: ", 1)[-1]
+    return text
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.progress": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.deterministic": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.cudnn_benchmark": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.detect_anomaly": (lambda v: isinstance(v, bool), "true or false"),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder path"),
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),

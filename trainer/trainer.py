@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import NonFiniteLossError, UserError
 from torchcamp.trainer.metrics import EpochSums, batch_size, format_metrics
 from torchcamp.trainer.params import check_optimizers_fit, needs_closure, only_training
 from torchcamp.trainer.regularizers import Regularizer
@@ -115,6 +115,7 @@ class Trainer:
         self.fit_seconds = 0.0  # first training batch to the end of the last validation
         self._fit_started: float | None = None
         self.step_lrs: dict[str, float] = {}  # "group0" (or "D/group0"): lr of the last step
+        self.skipped_steps = 0  # fp16: optimizer steps the GradScaler skipped (inf/NaN grads)
         # A step may return count tensors (e.g. a confusion matrix): summed over the epoch and
         # the ranks, kept here per split, and turned into metrics by `summarize_fn`.
         self.summarize_fn = summarize_fn
@@ -145,7 +146,11 @@ class Trainer:
                 # The shuffle order is a function of (seed, epoch), so a resumed run sees the
                 # same batches as an uninterrupted one.
                 sampler.set_epoch(self.epoch)
-            metrics = self.train_one_epoch(train_loader)
+            try:
+                metrics = self.train_one_epoch(train_loader)
+            except NonFiniteLossError:
+                run_callbacks(self.callbacks, "on_nonfinite_loss", self)  # save the last good
+                raise
             if val_loader is not None:
                 metrics |= self.evaluate(val_loader, "val")
             self.epoch += 1
@@ -243,12 +248,13 @@ class Trainer:
             sync = nullcontext() if steps_now or no_sync is None else no_sync()
             with only_training(self.optimizers, phase), sync:
                 phase_out = self._forward(batch, training=True, phase=phase)
+                self._check_finite(phase_out["loss"], phase)
                 self.scaler.scale(phase_out["loss"] / window_size).backward()
             if steps_now:
                 self._optimizer_step(optimizer)
             out |= self._named(phase, phase_out)
         if steps_now:
-            self.scaler.update()
+            self._update_scaler()
             self._after_optimizer_step()
             run_callbacks(self.callbacks, "on_train_step_end", self, out)
         return out
@@ -267,6 +273,36 @@ class Trainer:
                 out["reg_loss"] = penalty
                 out["loss"] = out["loss"] + penalty
         return out
+
+    def _check_finite(self, loss: torch.Tensor, phase: str) -> None:
+        """Stop at a NaN/Inf loss before it reaches the weights; under fp16 the GradScaler
+        skips such steps itself (counted in :meth:`_update_scaler`)."""
+        if self.scaler.is_enabled() or torch.isfinite(loss.detach()).all():
+            return
+        part = f" (part {phase})" if self.phased else ""
+        raise NonFiniteLossError(
+            f"the loss{part} is {loss.item()} at optimizer step {self.global_step + 1} (epoch "
+            f"{self.epoch + 1}): usually a learning rate too high (optimizer.lr), exploding "
+            "gradients (set trainer.gradient_clip_val), a log of 0 or a division by zero in the "
+            "loss, or bad input data. The weights before this step are in "
+            "checkpoints/last_good.pt; trainer.detect_anomaly=true names the operation"
+        )
+
+    def _update_scaler(self) -> None:
+        """Once every optimizer has stepped; a lower scale afterwards means they skipped."""
+        if not self.scaler.is_enabled():
+            return
+        scale = self.scaler.get_scale()
+        self.scaler.update()
+        if self.scaler.get_scale() < scale:
+            self.skipped_steps += 1
+            log.warning(
+                "fp16: optimizer step %d skipped (inf/NaN gradients), loss scale now %g; "
+                "%d skipped so far",
+                self.global_step + 1,
+                self.scaler.get_scale(),
+                self.skipped_steps,
+            )
 
     def _named(self, phase: str, out: Mapping[str, Any]) -> dict[str, Any]:
         """A phase's outputs, its ``loss`` renamed ``loss_<phase>`` (``loss_D``, ``loss_G``)."""
