@@ -90,3 +90,25 @@ def test_resuming_another_tasks_checkpoint_names_both(monkeypatch, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "is task=rmb model=lenet; this run is task=names model=gru" in err
+
+
+def test_a_checksum_catches_changed_contents_and_a_truncated_file_is_named(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    state = torch.load(path, weights_only=True)
+    state["model"]["w"][1] = 2.0  # a changed value under the old checksum
+    torch.save(state, path)
+    with pytest.raises(UserError, match=r"last.pt is corrupt \(its contents do not match"):
+        load_checkpoint(path)
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match=r"cannot read checkpoint .*last.pt"):
+        load_checkpoint(path)
+
+
+def test_resume_auto_skips_a_corrupt_newest_checkpoint(tmp_path, caplog):
+    older = fake_run(tmp_path, "1", "rmb", ["optimizer=adam"])
+    newer = fake_run(tmp_path, "2", "rmb", ["optimizer=adam"])
+    newer.write_bytes(newer.read_bytes()[:50])  # a save cut short outside torchcamp's control
+    assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=adam"]) == older
+    assert f"resume=auto: skipping {newer}" in caplog.text

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from torchcamp.trainer.errors import UserError
 # 2: optimizers and schedulers by part ({"model": ...}, a GAN's {"D": ..., "G": ...}).
 CHECKPOINT_FORMAT = 2
 
+log = logging.getLogger(__name__)
+
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename.
@@ -24,8 +28,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".tmp")
+    state = {"format": CHECKPOINT_FORMAT, **state}
+    state["checksum"] = state_checksum(state)
     with open(temporary, "wb") as file:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, file)
+        torch.save(state, file)
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
@@ -51,6 +57,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise UserError(f"cannot read checkpoint {path}: {first_line}") from error
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise UserError(f"{path} is not a torchcamp checkpoint (no model/epoch entries)")
+    if "checksum" in state and state.pop("checksum") != state_checksum(state):
+        raise UserError(
+            f"checkpoint {path} is corrupt (its contents do not match the checksum written with "
+            "it): resume from another checkpoint, e.g. best.pt, or resume=auto"
+        )
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
             f"{path} is a format-{state.get('format')} checkpoint and this torchcamp reads format "
@@ -59,10 +70,35 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return state
 
 
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 over every tensor's bytes (with dtype and shape) and every other value's repr,
+    in a fixed order: a flipped bit in a file that still unpacks is caught on load."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, Mapping):
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                feed(item)
+        else:
+            digest.update(repr(value).encode())
+
+    feed(state)
+    return digest.hexdigest()
+
+
 def find_resume_checkpoint(
     output_root: str | Path, task_name: str, overrides: Sequence[str]
 ) -> Path | None:
-    """The newest ``checkpoints/last.pt`` under ``output_root`` from the same experiment.
+    """The newest readable ``checkpoints/last.pt`` under ``output_root`` from the same
+    experiment; a truncated or corrupt newer one is skipped with a warning.
 
     The same experiment means the same task and the same command-line overrides, ignoring
     ``resume`` itself (read from each run's ``.hydra/`` files).
@@ -79,7 +115,14 @@ def find_resume_checkpoint(
         run_task = (run_config.get("task") or {}).get("name")
         if run_task == task_name and _comparable(run_overrides) == wanted:
             candidates.append(last)
-    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            load_checkpoint(path)
+        except UserError as error:
+            log.warning("resume=auto: skipping %s: %s", path, error)
+            continue
+        return path
+    return None
 
 
 def _comparable(overrides: Sequence[str]) -> frozenset[str]:
