@@ -112,3 +112,35 @@ def test_resume_auto_skips_a_corrupt_newest_checkpoint(tmp_path, caplog):
     newer.write_bytes(newer.read_bytes()[:50])  # a save cut short outside torchcamp's control
     assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=adam"]) == older
     assert f"resume=auto: skipping {newer}" in caplog.text
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 1}, path)
+
+    def disk_full(obj, file, *args, **kwargs):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match=r"No space left on device.*previous last.pt is intact"):
+        save_checkpoint({"model": {"w": torch.zeros(2)}, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert not path.with_suffix(".pt.tmp").exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "crafted.pt"
+    torch.save({"model": {}, "epoch": 1, "payload": RunsCode()}, path)
+    with pytest.raises(UserError, match=r"cannot read checkpoint .*crafted.pt"):
+        load_checkpoint(path)
+    assert not marker.exists()  # weights_only=True never called os.system

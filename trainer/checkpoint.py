@@ -23,17 +23,26 @@ log = logging.getLogger(__name__)
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename.
 
-    A crash mid-write leaves the previous file intact.
+    A crash or a full disk mid-write leaves the previous file intact; a failed write is a
+    :class:`UserError` that says so (the run stops rather than train on without checkpoints).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".tmp")
     state = {"format": CHECKPOINT_FORMAT, **state}
     state["checksum"] = state_checksum(state)
-    with open(temporary, "wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with open(temporary, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+    except (OSError, RuntimeError) as error:  # ENOSPC arrives as either, depending on torch
+        temporary.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is intact" if path.exists() else "none was written"
+        raise UserError(
+            f"could not write checkpoint {path} ({str(error).strip().splitlines()[0]}); "
+            f"{kept}. Free disk space, then resume=auto"
+        ) from error
     temporary.replace(path)
 
 
