@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from torchcamp.tasks import dcgan
 from torchcamp.trainer.checkpoint import load_checkpoint
 from torchcamp.trainer.errors import UserError
-from torchcamp.trainer.params import only_training
+from torchcamp.trainer.params import without_grad
 from torchcamp.trainer.trainer import Trainer
 
 SMALL = ("task=dcgan", "data.synthetic=true", "model.ngf=8", "model.ndf=8", "data.batch_size=32")
@@ -102,7 +102,7 @@ def test_trainer_phases_match_the_hand_written_gan_loop(accumulate):
 def test_generator_phase_leaves_no_gradient_in_the_discriminator():
     trainer, model = make_gan_trainer(accumulate=1)
     real = torch.rand(4, 3, 64, 64) * 2 - 1
-    with only_training(trainer.optimizers, "G"):
+    with without_grad(trainer.held_fixed["G"]):
         trainer.scaler.scale(dcgan.step(model, real, trainer.loss_fn, "G")["loss"]).backward()
     assert all(p.grad is None for p in model.discriminator.parameters())
     assert all(p.grad is not None for p in model.generator.parameters())

@@ -106,8 +106,17 @@ def state_checksum(state: Mapping[str, Any]) -> str:
 def find_resume_checkpoint(
     output_root: str | Path, task_name: str, overrides: Sequence[str]
 ) -> Path | None:
+    """The path :func:`newest_resumable` finds, or None."""
+    found = newest_resumable(output_root, task_name, overrides)
+    return found[0] if found else None
+
+
+def newest_resumable(
+    output_root: str | Path, task_name: str, overrides: Sequence[str]
+) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable ``checkpoints/last.pt`` under ``output_root`` from the same
-    experiment; a truncated or corrupt newer one is skipped with a warning.
+    experiment, with its loaded state (so the caller does not read it twice); a truncated or
+    corrupt newer one is skipped with a warning.
 
     The same experiment means the same task and the same command-line overrides, ignoring
     ``resume`` itself (read from each run's ``.hydra/`` files).
@@ -126,11 +135,9 @@ def find_resume_checkpoint(
             candidates.append(last)
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            load_checkpoint(path)
+            return path, load_checkpoint(path)
         except UserError as error:
             log.warning("resume=auto: skipping %s: %s", path, error)
-            continue
-        return path
     return None
 
 

@@ -60,7 +60,11 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     device, gpus = _setup_process(cfg)
     is_main = distributed.rank() == 0
 
-    resume_path = _resume_path(cfg, info)  # before any work: a wrong path fails at once
+    meta = {"task": cfg.task.name, "choices": info.choices, "overrides": info.overrides}
+    # Read before any work: a wrong path, a corrupt file or another task's checkpoint fails
+    # at once.
+    resume = _resume_checkpoint(cfg, info, meta)
+    resume_path = resume[0] if resume else None
     task = importlib.import_module(cfg.task.module)
     data_root, notes = _prepare_data(cfg, task, run_dir, is_main)
     if cfg.data.download and not cfg.data.synthetic:
@@ -101,7 +105,6 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     )
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {"task": cfg.task.name, "choices": info.choices, "overrides": info.overrides}
     callbacks = [
         ModelCheckpoint(
             run_dir / "checkpoints", extra={"config": resolved, "meta": meta}, save=is_main
@@ -144,8 +147,8 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         summarize_fn=getattr(task, "summarize", None),
         make_evaluator=getattr(task, "make_evaluator", None),
     )
-    if resume_path is not None:
-        _restore(trainer, resume_path, meta)
+    if resume is not None:
+        _restore(trainer, *resume)
 
     metrics = trainer.fit(loaders["train"], loaders.get("val"), loaders.get("test"))
     metrics |= {
@@ -200,11 +203,7 @@ def _node(node: Any) -> dict | None:
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
-def _restore(trainer: Any, path: Path, meta: dict[str, Any]) -> None:
-    from torchcamp.trainer.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path)
-    _check_same_job(path, state.get("meta") or {}, meta)
+def _restore(trainer: Any, path: Path, state: dict[str, Any]) -> None:
     saved_total = next(iter(state["schedulers"].values()), {}).get("total_steps")
     total = getattr(trainer.scheduler, "total_steps", None)
     if saved_total is not None and total is not None and saved_total != total:
@@ -296,8 +295,12 @@ def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) 
     return loaders
 
 
-def _resume_path(cfg: DictConfig, info: RunInfo) -> Path | None:
-    from torchcamp.trainer.checkpoint import find_resume_checkpoint
+def _resume_checkpoint(
+    cfg: DictConfig, info: RunInfo, meta: dict[str, Any]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume (``resume=PATH`` or ``auto``) and its state, checked to be of
+    this task and model; None to start fresh."""
+    from torchcamp.trainer.checkpoint import load_checkpoint, newest_resumable
 
     if cfg.resume in (None, ""):
         return None
@@ -307,14 +310,17 @@ def _resume_path(cfg: DictConfig, info: RunInfo) -> Path | None:
                 f"resume={cfg.resume}: no such checkpoint file "
                 "(give the path of a last.pt or best.pt, or resume=auto)"
             )
-        return Path(cfg.resume)
-    found = find_resume_checkpoint(cfg.output_root, cfg.task.name, info.overrides)
+        found = Path(cfg.resume), load_checkpoint(cfg.resume)
+    else:
+        found = newest_resumable(cfg.output_root, cfg.task.name, info.overrides)
     if found is None:
         log.info(
             "resume=auto: no earlier run of task=%s with these overrides under %s; starting fresh",
             cfg.task.name,
             cfg.output_root,
         )
+        return None
+    _check_same_job(found[0], found[1].get("meta") or {}, meta)
     return found
 
 

@@ -108,15 +108,14 @@ def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
     return "closure" in step_params and step_params["closure"].default is inspect.Parameter.empty
 
 
-@contextmanager
-def only_training(optimizers: Mapping[str, torch.optim.Optimizer], part: str) -> Iterator[None]:
-    """While one part trains, the other parts' parameters take no gradients (Lightning's
-    ``toggle_optimizer``): a generator step must leave nothing in the discriminator's."""
-    if len(optimizers) == 1:
-        yield
-        return
+def other_parts_params(
+    optimizers: Mapping[str, torch.optim.Optimizer], part: str
+) -> list[nn.Parameter]:
+    """The trainable parameters of every optimizer but ``part``'s (shared ones excluded): held
+    without gradients while ``part`` trains (Lightning's ``toggle_optimizer``), so that a
+    generator step leaves nothing in the discriminator's gradients."""
     own = {id(p) for group in optimizers[part].param_groups for p in group["params"]}
-    others = [
+    return [
         p
         for name, optimizer in optimizers.items()
         if name != part
@@ -124,12 +123,17 @@ def only_training(optimizers: Mapping[str, torch.optim.Optimizer], part: str) ->
         for p in group["params"]
         if p.requires_grad and id(p) not in own
     ]
-    for param in others:
+
+
+@contextmanager
+def without_grad(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """``requires_grad=False`` on ``params`` for the duration, restored afterwards."""
+    for param in params:
         param.requires_grad_(False)
     try:
         yield
     finally:
-        for param in others:
+        for param in params:
             param.requires_grad_(True)
 
 

@@ -31,7 +31,12 @@ from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
 from torchcamp.trainer.errors import NonFiniteLossError, UserError
 from torchcamp.trainer.metrics import EpochSums, batch_size, format_metrics
-from torchcamp.trainer.params import check_optimizers_fit, needs_closure, only_training
+from torchcamp.trainer.params import (
+    check_optimizers_fit,
+    needs_closure,
+    other_parts_params,
+    without_grad,
+)
 from torchcamp.trainer.regularizers import Regularizer
 from torchcamp.trainer.utils import get_rng_state, move_to_device, set_rng_state
 
@@ -94,6 +99,10 @@ class Trainer:
             self.schedulers = {k: v for k, v in (scheduler or {}).items() if v is not None}
         else:
             self.schedulers = {SINGLE: scheduler}
+        # Held without gradients while each part trains (computed once, not every step).
+        self.held_fixed = {
+            phase: other_parts_params(self.optimizers, phase) for phase in self.optimizers
+        }
         self.scheduler_interval = scheduler_interval
         self.precision = precision
         self.max_epochs = max_epochs
@@ -246,7 +255,7 @@ class Trainer:
             if window_starts:
                 optimizer.zero_grad(set_to_none=True)
             sync = nullcontext() if steps_now or no_sync is None else no_sync()
-            with only_training(self.optimizers, phase), sync:
+            with without_grad(self.held_fixed[phase]), sync:
                 phase_out = self._forward(batch, training=True, phase=phase)
                 self._check_finite(phase_out["loss"], phase)
                 self.scaler.scale(phase_out["loss"] / window_size).backward()
