@@ -146,6 +146,8 @@ class PennFudanDataset(torch.utils.data.Dataset):
     def __init__(self, samples: Sequence[PennFudanSample], transforms: Callable | None = None):
         self.samples = list(samples)
         self.transforms = transforms if transforms is not None else detection_transforms(False)
+        # Parsed once, not every epoch: a bad annotation also stops the run before training.
+        self.boxes = [read_boxes(sample) for sample in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -154,7 +156,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         image = read_rgb(sample.image)
         height, width = image.height, image.width
-        boxes = read_boxes(sample)
+        boxes = self.boxes[index].clone()  # the transforms must not touch the cached boxes
         _check_inside(boxes, sample, width, height)
         target: Target = {
             # Wrapped before the transforms so that v2 flips (and drops) them with the pixels.
