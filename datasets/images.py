@@ -3,6 +3,7 @@ folder of unlabelled images (a GAN's training set)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from torchcamp.trainer.errors import UserError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 Samples = list[tuple[Path, int]]
+SHOWN_SKIPPED = 5  # paths named in the data.skip_corrupt warning; the rest are counted
+
+log = logging.getLogger(__name__)
 
 
 def read_rgb(path: Path) -> Image.Image:
@@ -28,15 +32,68 @@ def read_rgb(path: Path) -> Image.Image:
         ) from error
 
 
+def readable(
+    paths: Sequence[Path], skip_corrupt: bool, split: str = "data"
+) -> tuple[list[Path], list[Path]]:
+    """``(kept, skipped)``: with ``skip_corrupt`` (``data.skip_corrupt=true``), every file is
+    decoded once here and those :func:`read_rgb` refuses are left out, with one warning for
+    ``split`` that counts and names them. Without it nothing is read (no startup cost) and
+    a bad file stops the run when it is read.
+
+    Raises :class:`UserError` when files were given and none of them is readable.
+    """
+    if not skip_corrupt:
+        return list(paths), []
+    kept: list[Path] = []
+    skipped: list[Path] = []
+    for path in paths:
+        # A full decode, as training does: Image.verify() passes truncated JPEGs.
+        try:
+            read_rgb(path)
+        except UserError:
+            skipped.append(path)
+        else:
+            kept.append(path)
+    if skipped and not kept:
+        raise UserError(
+            f"no readable images in {split}: all {len(skipped)} are corrupt, e.g. {skipped[0]} "
+            "(data.skip_corrupt=true left them out): replace the files"
+        )
+    if skipped:
+        shown = ", ".join(str(path) for path in skipped[:SHOWN_SKIPPED])
+        more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+        log.warning(
+            "skipped %d corrupt image(s) in %s (data.skip_corrupt=true): %s%s",
+            len(skipped),
+            split,
+            shown,
+            more,
+        )
+    return kept, skipped
+
+
 class ImageList:
-    """Map-style dataset over ``(path, label)`` pairs, decoded as RGB (the course's RMBDataset)."""
+    """Map-style dataset over ``(path, label)`` pairs, decoded as RGB (the course's RMBDataset).
+
+    ``skip_corrupt=True`` leaves out the files that cannot be decoded (see :func:`readable`);
+    they are listed in ``skipped``. ``split`` names the set in messages.
+    """
 
     def __init__(
-        self, samples: Samples, classes: tuple[str, ...], transform: Callable | None = None
+        self,
+        samples: Samples,
+        classes: tuple[str, ...],
+        transform: Callable | None = None,
+        *,
+        skip_corrupt: bool = False,
+        split: str = "data",
     ):
-        self.samples = samples
+        kept, self.skipped = readable([path for path, _ in samples], skip_corrupt, split)
+        keep = set(kept)
+        self.samples = [sample for sample in samples if sample[0] in keep]
         self.classes = classes
         self.transform = transform
+        _check_no_class_lost(samples, self.samples, classes, split)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -52,6 +109,20 @@ class ImageList:
         if self.transform is not None:
             image = self.transform(image)
         return image, label
+
+
+def _check_no_class_lost(
+    before: Samples, after: Samples, classes: Sequence[str], split: str
+) -> None:
+    """A class whose every image was skipped as corrupt: the same stop as an empty folder."""
+    lost = {label for _, label in before} - {label for _, label in after}
+    if lost:
+        label = min(lost)
+        folder = next(path.parent for path, of in before if of == label)
+        raise UserError(
+            f"no readable images in {folder} (class {classes[label]} of {split}): every one is "
+            "corrupt (data.skip_corrupt=true left them out): replace the files"
+        )
 
 
 def class_folders(folder: Path, classes: Sequence[str], layout_help: str) -> Samples:
@@ -84,10 +155,20 @@ def find_images(root: str | Path, layout_help: str) -> list[Path]:
 
 
 class ImageFiles:
-    """Map-style dataset of unlabelled images: ``dataset[i]`` is the transformed RGB image."""
+    """Map-style dataset of unlabelled images: ``dataset[i]`` is the transformed RGB image.
 
-    def __init__(self, files: Sequence[Path], transform: Callable | None = None) -> None:
-        self.files = list(files)
+    ``skip_corrupt=True`` leaves out the files that cannot be decoded (listed in ``skipped``).
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        transform: Callable | None = None,
+        *,
+        skip_corrupt: bool = False,
+        split: str = "data",
+    ) -> None:
+        self.files, self.skipped = readable(files, skip_corrupt, split)
         self.transform = transform
 
     def __len__(self) -> int:

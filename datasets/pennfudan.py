@@ -25,7 +25,7 @@ from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
 from torchcamp.datasets.download import download_archive
-from torchcamp.datasets.images import read_rgb
+from torchcamp.datasets.images import read_rgb, readable
 from torchcamp.trainer.errors import UserError
 
 URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
@@ -139,12 +139,23 @@ class PennFudanDataset(torch.utils.data.Dataset):
 
     ``transforms`` takes and returns ``(image, target)``; ``None`` means
     ``detection_transforms(train=False)`` (a float image in [0, 1], boxes unchanged).
+    ``skip_corrupt=True`` leaves out the photos that cannot be decoded (listed in ``skipped``);
+    annotations and masks are still checked as always.
     """
 
     classes = ("background", "pedestrian")
 
-    def __init__(self, samples: Sequence[PennFudanSample], transforms: Callable | None = None):
-        self.samples = list(samples)
+    def __init__(
+        self,
+        samples: Sequence[PennFudanSample],
+        transforms: Callable | None = None,
+        *,
+        skip_corrupt: bool = False,
+        split: str = "data",
+    ):
+        kept, self.skipped = readable([sample.image for sample in samples], skip_corrupt, split)
+        keep = set(kept)
+        self.samples = [sample for sample in samples if sample.image in keep]
         self.transforms = transforms if transforms is not None else detection_transforms(False)
         # Parsed once, not every epoch: a bad annotation also stops the run before training.
         self.boxes = [read_boxes(sample) for sample in self.samples]

@@ -151,11 +151,13 @@ class AdversarialLoss(nn.Module):
             return self.criterion(scores, torch.full_like(scores, target))
 
 
-def build_datasets(root: str | Path, seed: int, augment: bool = True) -> dict[str, ImageFiles]:
+def build_datasets(
+    root: str | Path, seed: int, augment: bool = True, skip_corrupt: bool = False
+) -> dict[str, ImageFiles]:
     """Every image under ``root`` as a training set: Resize + CenterCrop 64, scaled to [-1, 1].
 
     There is no held-out split (nothing to validate a GAN against); ``seed`` and ``augment``
-    are accepted for the CLI's sake.
+    are accepted for the CLI's sake. ``skip_corrupt`` leaves out images that cannot be decoded.
     """
     transform = transforms.Compose(
         [
@@ -165,7 +167,8 @@ def build_datasets(root: str | Path, seed: int, augment: bool = True) -> dict[st
             transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
         ]
     )
-    return {"train": ImageFiles(find_images(root, LAYOUT_HELP), transform)}
+    files = find_images(root, LAYOUT_HELP)
+    return {"train": ImageFiles(files, transform, skip_corrupt=skip_corrupt, split="train")}
 
 
 def build_model(model_factory: Callable[..., nn.Module], train_set: ImageFiles) -> nn.Module:

@@ -31,11 +31,16 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def build_datasets(
-    root: str | Path, seed: int, augment: bool = True, image_size: int = 224
+    root: str | Path,
+    seed: int,
+    augment: bool = True,
+    image_size: int = 224,
+    skip_corrupt: bool = False,
 ) -> dict[str, ImageList]:
     """Train and val with the course's transforms, at ``image_size`` (224 as the course).
 
     Train: RandomResizedCrop + horizontal flip; val: Resize(size * 256/224) + CenterCrop.
+    ``skip_corrupt`` leaves out images that cannot be decoded.
     """
     resize = round(image_size * 256 / 224)
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -55,12 +60,18 @@ def build_datasets(
             normalize,
         ]
     )
+    if not augment:
+        train_transform = eval_transform
     splits, classes = find_hymenoptera_splits(root)
     return {
-        "train": ImageList(
-            splits["train"], classes, train_transform if augment else eval_transform
-        ),
-        "val": ImageList(splits["val"], classes, eval_transform),
+        split: ImageList(
+            splits[split],
+            classes,
+            train_transform if split == "train" else eval_transform,
+            skip_corrupt=skip_corrupt,
+            split=split,
+        )
+        for split in ("train", "val")
     }
 
 

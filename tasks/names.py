@@ -44,11 +44,15 @@ __all__ = [
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs [B, T], lengths [B], labels [B]
 
 
-def build_datasets(root: str | Path, seed: int, augment: bool = True) -> dict[str, NameList]:
+def build_datasets(
+    root: str | Path, seed: int, augment: bool = True, skip_corrupt: bool = False
+) -> dict[str, NameList]:
     """Train/val/test from ``root/names/<Language>.txt`` (80/10/10 of each language's unique
     names, fixed by ``seed``), encoded with the training names' vocabulary.
 
-    ``augment`` is accepted for the CLI's sake: names have no augmentation.
+    ``augment`` and ``skip_corrupt`` are accepted for the CLI's sake: names have no
+    augmentation, and ``skip_corrupt`` applies to image files (a bad text file still stops
+    the run).
     """
     return load_names(root, seed)
 

@@ -49,12 +49,17 @@ SHOWN_SCORE = 0.5  # detections below this score are not drawn
 
 
 def build_datasets(
-    root: str | Path, seed: int, augment: bool = True, val_fraction: float = 0.3
+    root: str | Path,
+    seed: int,
+    augment: bool = True,
+    val_fraction: float = 0.3,
+    skip_corrupt: bool = False,
 ) -> dict[str, PennFudanDataset]:
     """Train and val splits of the photos (``val_fraction`` held out, fixed by ``seed``).
 
     Training images are flipped and colour-jittered with their boxes (transforms.v2); the
-    detector resizes every image itself (``model.min_size``/``max_size``).
+    detector resizes every image itself (``model.min_size``/``max_size``). ``skip_corrupt``
+    leaves out photos that cannot be decoded, after the split (so it stays the same).
     """
     _require_detection_extra()  # before any training: mAP is computed after the first epoch
     if not 0 <= val_fraction < 1:
@@ -65,9 +70,18 @@ def build_datasets(
     samples = find_pennfudan(root)
     val_size = round(val_fraction * len(samples))
     splits = split_pennfudan(samples, seed, val_size=val_size)
-    datasets = {"train": PennFudanDataset(splits["train"], detection_transforms(train=augment))}
+    datasets = {
+        "train": PennFudanDataset(
+            splits["train"],
+            detection_transforms(train=augment),
+            skip_corrupt=skip_corrupt,
+            split="train",
+        )
+    }
     if splits["val"]:
-        datasets["val"] = PennFudanDataset(splits["val"], detection_transforms(train=False))
+        datasets["val"] = PennFudanDataset(
+            splits["val"], detection_transforms(train=False), skip_corrupt=skip_corrupt, split="val"
+        )
     return datasets
 
 

@@ -26,10 +26,13 @@ __all__ = [
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
-def build_datasets(root: str | Path, seed: int, augment: bool = True) -> dict[str, ImageList]:
+def build_datasets(
+    root: str | Path, seed: int, augment: bool = True, skip_corrupt: bool = False
+) -> dict[str, ImageList]:
     """Train/val/test splits with the course's transforms (RandomCrop on train only).
 
-    ``augment=False`` gives the training split the evaluation transform.
+    ``augment=False`` gives the training split the evaluation transform. ``skip_corrupt``
+    leaves out images that cannot be decoded, after the split (so it stays the same).
     """
     eval_transform = transforms.Compose(
         [transforms.Resize((32, 32)), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
@@ -46,7 +49,13 @@ def build_datasets(root: str | Path, seed: int, augment: bool = True) -> dict[st
         train_transform = eval_transform
     splits = find_rmb_splits(root, seed)
     return {
-        name: ImageList(samples, CLASSES, train_transform if name == "train" else eval_transform)
+        name: ImageList(
+            samples,
+            CLASSES,
+            train_transform if name == "train" else eval_transform,
+            skip_corrupt=skip_corrupt,
+            split=name,
+        )
         for name, samples in splits.items()
     }
 

@@ -1,10 +1,15 @@
-"""The RMB layouts: the split CSV, pre-split folders, the seeded 8:1:1 split, and errors."""
+"""The RMB layouts: the split CSV, pre-split folders, the seeded 8:1:1 split, and errors;
+leaving out corrupt images (``data.skip_corrupt``)."""
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import pytest
 from PIL import Image
 
+from torchcamp.datasets.images import readable
 from torchcamp.datasets.rmb import find_rmb_splits, render_synthetic_rmb
 from torchcamp.tasks import rmb
 from torchcamp.trainer.errors import UserError
@@ -78,3 +83,64 @@ def test_synthetic_set_uses_the_real_layout_and_course_transforms(tmp_path):
     render_synthetic_rmb(again, seed=3, per_class=10)
     first = sorted((tmp_path / "RMB_data" / "1").glob("*.jpg"))[0]
     assert first.read_bytes() == (again / "RMB_data" / "1" / first.name).read_bytes()
+
+
+# ---- data.skip_corrupt ---------------------------------------------------------------------
+
+
+def truncate(path):
+    """Cut an image file mid-stream, as an interrupted copy leaves it."""
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def write_noise(path):
+    # Noise, not a flat colour: the JPEG is then long enough to cut inside the pixel data.
+    pixels = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def test_readable_decodes_each_file_and_names_the_skipped_ones(tmp_path, caplog):
+    good, cut, text = tmp_path / "good.jpg", tmp_path / "cut.jpg", tmp_path / "notes.jpg"
+    write_noise(good)
+    write_noise(cut)
+    truncate(cut)
+    text.write_text("not an image")
+    with caplog.at_level(logging.WARNING):
+        kept, skipped = readable([good, cut, text], skip_corrupt=True, split="train")
+    assert (kept, skipped) == ([good], [cut, text])
+    [record] = caplog.records
+    assert "skipped 2 corrupt image(s) in train" in record.getMessage()
+    assert str(cut) in record.getMessage() and str(text) in record.getMessage()
+    # Off: nothing is opened, so not even a missing file is noticed here.
+    assert readable([cut, tmp_path / "gone.jpg"], skip_corrupt=False) == (
+        [cut, tmp_path / "gone.jpg"],
+        [],
+    )
+    with pytest.raises(UserError, match=r"no readable images in val: all 2 are corrupt"):
+        readable([cut, text], skip_corrupt=True, split="val")
+
+
+def test_skip_corrupt_drops_images_from_the_splits_and_keeps_labels_aligned(tmp_path):
+    for split in ("train", "valid", "test"):
+        write_images(tmp_path / "rmb_split" / split / "1", 2)
+        write_images(tmp_path / "rmb_split" / split / "100", 2)
+    bad = tmp_path / "rmb_split" / "train" / "1" / "img00.jpg"
+    bad.write_text("not an image")
+
+    # Off (the default): no upfront scan; reading the file stops the run, naming it.
+    train = rmb.build_datasets(tmp_path, seed=0)["train"]
+    assert len(train) == 4 and train.skipped == []
+    with pytest.raises(UserError, match=r"cannot read image .*img00\.jpg"):
+        train[0]
+
+    splits = rmb.build_datasets(tmp_path, seed=0, skip_corrupt=True)
+    train = splits["train"]
+    assert train.skipped == [bad] and splits["val"].skipped == []
+    assert [path.name for path, _ in train.samples] == ["img01.jpg", "img00.jpg", "img01.jpg"]
+    assert train.targets == [0, 1, 1] and train.classes == ("1", "100")
+    assert train[0][0].shape == (3, 32, 32)
+
+    # A class left with no readable image stops the run, as an empty folder does.
+    (tmp_path / "rmb_split" / "train" / "1" / "img01.jpg").write_text("not an image")
+    with pytest.raises(UserError, match=r"no readable images in .*train/1 \(class 1 of train\)"):
+        rmb.build_datasets(tmp_path, seed=0, skip_corrupt=True)

@@ -28,8 +28,13 @@ if not torch.cuda.is_available():
     ]
 
 
+def assert_nothing_written_outside(cwd: Path, run_dir: Path, *made: Path) -> None:
+    """The run's cwd holds only its run directory (if any) and what the test itself made."""
+    assert set(cwd.iterdir()) <= {run_dir, *made}, sorted(cwd.iterdir())
+
+
 @pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_invalid_value_gives_one_line_and_exit_2(run_cli, args, expected):
+def test_invalid_value_gives_one_line_and_exit_2(tmp_path, run_cli, args, expected):
     result = run_cli(*args, check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -39,6 +44,7 @@ def test_invalid_value_gives_one_line_and_exit_2(run_cli, args, expected):
     # Nothing was trained: no checkpoint, no metrics.
     assert not (result.run_dir / "checkpoints").exists()
     assert not (result.run_dir / "metrics.json").exists()
+    assert_nothing_written_outside(tmp_path, result.run_dir)
 
 
 # ---- bad files: the same promise once data is read ----------------------------------------
@@ -95,3 +101,11 @@ def test_bad_files_give_one_line_and_exit_2(tmp_path, run_cli, make, args, expec
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and re.search(expected, lines[0]), lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+    assert_nothing_written_outside(tmp_path, result.run_dir, tmp_path / "data")
+
+
+def test_skip_corrupt_leaves_the_image_out_and_counts_it(tmp_path, run_cli):
+    args = corrupt_one_image(tmp_path / "data")
+    result = run_cli(*args, "data.skip_corrupt=true", "trainer.max_epochs=1")
+    assert re.search(r"skipped 1 corrupt image\(s\) in train .*bees_001\.jpg", result.stdout)
+    assert result.metrics["data/skipped_corrupt"] == 1

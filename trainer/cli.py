@@ -70,7 +70,13 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     if cfg.data.download and not cfg.data.synthetic:
         _download_once(task, data_root, cfg.task.name)
     options = _node(cfg.task.get("options")) or {}
-    splits = task.build_datasets(data_root, seed=cfg.seed, augment=cfg.data.augment, **options)
+    splits = task.build_datasets(
+        data_root,
+        seed=cfg.seed,
+        augment=cfg.data.augment,
+        skip_corrupt=cfg.data.skip_corrupt,
+        **options,
+    )
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
     classes = getattr(splits["train"], "classes", None)  # None: not a classifier (dcgan)
@@ -158,6 +164,7 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         "time/fit_seconds": round(trainer.fit_seconds, 3),
         "task": cfg.task.name,
         "synthetic": cfg.data.synthetic,
+        "data/skipped_corrupt": sum(len(getattr(ds, "skipped", [])) for ds in splits.values()),
         "world_size": distributed.world_size(),
         "resumed_from": str(resume_path) if resume_path else None,
         "status": "completed",

@@ -78,6 +78,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.augment": (lambda v: isinstance(v, bool), "true or false"),
     "data.balance": _one_of("none", "sampler", "weights"),
     "data.download": (lambda v: isinstance(v, bool), "true or false"),
+    "data.skip_corrupt": (lambda v: isinstance(v, bool), "true or false"),
     "optimizer.lr": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "scheduler.interval": _one_of("epoch", "step"),
     "regularizer.weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
