@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,43 @@ def train_in_process(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path
     except SystemExit as exit_:
         return int(exit_.code or 0), run_dir
     return 0, run_dir
+
+
+# ---- runs that are stopped from outside: kills and signals ----------------------------------
+
+
+class BackgroundCli:
+    """``train`` processes started in the background, and signals sent at a chosen step."""
+
+    @staticmethod
+    def start(cwd: Path, *args: str) -> subprocess.Popen:
+        """``train ARGS`` (with ``trainer.progress=false``) in ``cwd``; output captured."""
+        command = [sys.executable, "-m", "torchcamp.trainer.cli", *args, "trainer.progress=false"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("TORCHCAMP_DATA", None)
+        pipe = subprocess.PIPE
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True)
+
+    @staticmethod
+    def saved_step(last: Path) -> int:
+        """The optimizer step ``last`` holds; -1 before it is written."""
+        from torchcamp.trainer.checkpoint import load_checkpoint
+
+        try:
+            return load_checkpoint(last)["global_step"]
+        except Exception:  # not written yet
+            return -1
+
+    @classmethod
+    def signal_at_step(cls, process: subprocess.Popen, last: Path, step: int, signum: int) -> None:
+        """Send ``signum`` once ``last`` holds optimizer step ``step`` or a later one (the run
+        is wherever it has got to by then: mid-epoch, mid-window, writing a checkpoint...)."""
+        while process.poll() is None and cls.saved_step(last) < step:
+            time.sleep(0.005)
+        assert process.poll() is None, f"the run ended before step {step}: {process.communicate()}"
+        process.send_signal(signum)
+
+
+@pytest.fixture(scope="session")
+def background_cli() -> type[BackgroundCli]:
+    return BackgroundCli

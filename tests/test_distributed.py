@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -90,14 +92,26 @@ def test_ddp_with_accumulation_matches_the_same_global_batch(run_cli, single_16)
     assert_same_weights(result.run_dir, single_16)
 
 
-def test_ddp_resume_continues_where_it_stopped(run_cli):
-    straight = run_cli(*PLAIN, *DDP2, "data.batch_size=8")
-    first = run_cli(*PLAIN, *DDP2, "data.batch_size=8", "trainer.max_epochs=1")
-    resumed = run_cli(
-        *PLAIN, *DDP2, "data.batch_size=8", f"resume={first.run_dir}/checkpoints/last.pt"
-    )
-    assert resumed.metrics["epoch"] == 2 and resumed.metrics["global_step"] == 8
-    assert_same_weights(straight.run_dir, resumed.run_dir)
+def test_ddp_stopped_by_a_signal_mid_epoch_resumes_where_it_stopped(
+    tmp_path, run_cli, background_cli
+):
+    # SIGTERM (or Ctrl-C) reaches the launcher, which passes it on: every rank stops at the same
+    # step boundary, rank 0 writes last.pt, exit 3; resume=auto ends as an unbroken run does.
+    args = (*PLAIN, *DDP2, "data.batch_size=4", "trainer.checkpoint_every_n_steps=1")
+    straight = run_cli(*args)
+    runs = tmp_path / "runs"
+    job = (*args, "resume=auto", f"output_root={runs}")
+    process = background_cli.start(tmp_path, *job, f"hydra.run.dir={runs}/a")
+    background_cli.signal_at_step(process, runs / "a/checkpoints/last.pt", 5, signal.SIGTERM)
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode == 3 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("stopped: stopped by SIGTERM: every rank")
+    stopped = json.loads((runs / "a/metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and 5 <= stopped["global_step"] < 16
+    run_cli(*job, f"hydra.run.dir={runs}/b")
+    resumed = json.loads((runs / "a/metrics.json").read_text())  # the run continued in place
+    assert resumed["status"] == "resumed" and resumed["global_step"] == 16
+    assert_same_weights(straight.run_dir, runs / "a")
 
 
 def test_uneven_shards_do_not_hang(run_cli):

@@ -258,7 +258,7 @@ def test_scheduler_state_survives_resume(run_cli):
         *common, "trainer.max_epochs=2", f"resume={first.run_dir}/checkpoints/last.pt"
     )
     a = torch.load(straight.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(first.run_dir / "checkpoints" / "last.pt", weights_only=True)  # continued
     a_sched, b_sched = a["schedulers"]["model"], b["schedulers"]["model"]
     assert a_sched == b_sched and a_sched["_step_count"] == 9
     assert a["optimizers"]["model"]["param_groups"] == b["optimizers"]["model"]["param_groups"]

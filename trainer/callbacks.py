@@ -4,7 +4,11 @@ Events, in the order the Trainer fires them:
 ``on_fit_start(trainer)``, ``on_train_step_end(trainer, outputs)`` after each optimizer step,
 ``on_epoch_end(trainer, metrics)`` after validation, ``on_test_start(trainer)`` and
 ``on_fit_end(trainer, metrics)`` with the final metrics (test included);
-``on_nonfinite_loss(trainer)`` when a NaN/Inf loss stops the run.
+``on_nonfinite_loss(trainer)`` when a NaN/Inf loss stops the run; ``on_interrupt(trainer)``
+when a signal stops it at a step boundary.
+
+A callback with state to carry across a resume defines ``state_dict()`` and
+``load_state_dict(state)``; the Trainer stores it in the checkpoint under the class's name.
 """
 
 from __future__ import annotations
@@ -39,21 +43,29 @@ def run_callbacks(callbacks: Iterable[Callback], event: str, *args: Any) -> None
 
 
 class ModelCheckpoint(Callback):
-    """Writes ``last.pt`` every epoch and ``best.pt`` on a new best monitored metric.
+    """Writes ``last.pt`` every epoch (and every ``every_n_steps`` optimizer steps, and when a
+    signal stops the run) and ``best.pt`` on a new best monitored metric.
 
     ``extra`` (the resolved config, run metadata) is stored in every checkpoint beside the
     Trainer's state. Before testing, the best weights are loaded back, as Lightning's
     ``ckpt_path="best"`` does.
     """
 
-    order = 0
+    # After the loggers: what they wrote up to a checkpoint's step is on disk before it is.
+    order = 20
 
     def __init__(
-        self, dirpath: str | Path, extra: Mapping[str, Any] | None = None, save: bool = True
+        self,
+        dirpath: str | Path,
+        extra: Mapping[str, Any] | None = None,
+        save: bool = True,
+        every_n_steps: int | None = None,
     ) -> None:
         self.dirpath = Path(dirpath)
         self.extra = dict(extra or {})
         self.save = save  # under DDP only rank 0 writes; every rank takes part in loading
+        self.every_n_steps = every_n_steps
+        self._saved_step: int | None = None  # the global step last.pt holds
 
     @property
     def last_path(self) -> Path:
@@ -63,10 +75,25 @@ class ModelCheckpoint(Callback):
     def best_path(self) -> Path:
         return self.dirpath / "best.pt"
 
+    def on_train_step_end(self, trainer, outputs: Mapping[str, torch.Tensor]) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._save_last(trainer)
+
+    def on_interrupt(self, trainer) -> None:
+        if self._saved_step != trainer.global_step:
+            self._save_last(trainer)
+        if self.save:
+            log.warning("checkpoint to continue from: %s", self.last_path)
+
+    def _save_last(self, trainer) -> None:
+        if self.save:
+            save_checkpoint(trainer.state_dict() | self.extra, self.last_path)
+        self._saved_step = trainer.global_step
+
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
+        self._save_last(trainer)
         if not self.save:
             return
-        save_checkpoint(trainer.state_dict() | self.extra, self.last_path)
         # Without a monitored metric there is no "best": the newest weights stand in for it.
         if trainer.is_best or trainer.best is None:
             temporary = self.best_path.with_suffix(".pt.tmp")
@@ -121,9 +148,13 @@ class TensorBoardLogger(Callback):
     def on_fit_start(self, trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(self.log_dir, purge_step=trainer.global_step or None)
-        for tag, text in self.notes.items():
-            self.writer.add_text(tag, text, trainer.global_step)
+        # A resumed run continues the same event files: what a killed run logged after its
+        # checkpoint's step is hidden (purged), and is logged again as training redoes it.
+        purge_step = trainer.global_step + 1 if trainer.global_step else None
+        self.writer = SummaryWriter(self.log_dir, purge_step=purge_step)
+        if not trainer.global_step:
+            for tag, text in self.notes.items():
+                self.writer.add_text(tag, text, 0)
 
     def on_train_step_end(self, trainer, outputs: Mapping[str, torch.Tensor]) -> None:
         step = trainer.global_step
@@ -134,6 +165,9 @@ class TensorBoardLogger(Callback):
                 self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
         for group, lr in trainer.step_lrs.items():  # the lr each group just stepped with
             self.writer.add_scalar(f"lr/{group}", lr, step)
+        # On disk before a checkpoint of this step can be: a run killed later and resumed
+        # from that checkpoint then misses no step (it re-logs only steps after it).
+        self.writer.flush()
 
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
         step = trainer.global_step
@@ -163,6 +197,9 @@ class TensorBoardLogger(Callback):
         values = values.detach().float()
         if torch.isfinite(values).all():  # a diverged run keeps its scalars, not broken histograms
             self.writer.add_histogram(tag, values, step)
+
+    def on_interrupt(self, trainer) -> None:
+        self.writer.close()  # a resumed run appends to these files
 
     def on_fit_end(self, trainer, metrics: Mapping[str, float]) -> None:
         from torch.utils.tensorboard.summary import hparams

@@ -43,6 +43,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             f"could not write checkpoint {path} ({str(error).strip().splitlines()[0]}); "
             f"{kept}. Free disk space, then resume=auto"
         ) from error
+    except BaseException:  # a second Ctrl-C mid-write: the previous file stays, no litter
+        temporary.unlink(missing_ok=True)
+        raise
     temporary.replace(path)
 
 

@@ -12,7 +12,10 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from torchcamp.trainer.config import validate
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SWEEP_FAILED,
+    EXIT_USER_ERROR,
+    TrainingInterrupted,
+    UserError,
+)
 
 log = logging.getLogger("torchcamp")
 
@@ -51,12 +60,9 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     the final metrics, which rank 0 also writes to ``run_dir/metrics.json``.
     """
     validate(cfg)
-    from torchcamp.trainer import builders, devices, distributed
-    from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
-    from torchcamp.trainer.trainer import Trainer
+    from torchcamp.trainer import distributed
 
     info = info or RunInfo.from_hydra()
-    run_dir = info.run_dir
     device, gpus = _setup_process(cfg)
     is_main = distributed.rank() == 0
 
@@ -64,6 +70,41 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     # Read before any work: a wrong path, a corrupt file or another task's checkpoint fails
     # at once.
     resume = _resume_checkpoint(cfg, info, meta)
+    resume_path = resume[0] if resume else None
+    run_dir = _continued_run(resume_path) or info.run_dir
+    if run_dir != info.run_dir:
+        finished = _finished_metrics(run_dir, resume[1], cfg.trainer.max_epochs)
+        if finished is not None:
+            log.info(
+                "%s finished this run already (epoch %d); nothing to train. Start a new run "
+                "with resume=null, or raise trainer.max_epochs",
+                run_dir,
+                finished["epoch"],
+            )
+            metrics = finished | {"status": "skipped", "run_dir": str(run_dir)}
+            _write_metrics(metrics, [info.run_dir], is_main)
+            return metrics
+        log.info("continuing the run in %s (its checkpoints, TensorBoard files, log)", run_dir)
+    with _also_logging_to(run_dir / "train.log" if run_dir != info.run_dir and is_main else None):
+        return _train_in(cfg, info, run_dir, resume, meta, device, gpus)
+
+
+def _train_in(
+    cfg: DictConfig,
+    info: RunInfo,
+    run_dir: Path,
+    resume: tuple[Path, dict[str, Any]] | None,
+    meta: dict[str, Any],
+    device: Any,
+    gpus: list[int],
+) -> dict[str, Any]:
+    """Build the task's objects and train, writing into ``run_dir``."""
+    from torchcamp.trainer import builders, devices, distributed
+    from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
+    from torchcamp.trainer.signals import stop_at_step_boundary
+    from torchcamp.trainer.trainer import Trainer
+
+    is_main = distributed.rank() == 0
     resume_path = resume[0] if resume else None
     task = importlib.import_module(cfg.task.module)
     data_root, notes = _prepare_data(cfg, task, run_dir, is_main)
@@ -113,7 +154,10 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [
         ModelCheckpoint(
-            run_dir / "checkpoints", extra={"config": resolved, "meta": meta}, save=is_main
+            run_dir / "checkpoints",
+            extra={"config": resolved, "meta": meta},
+            save=is_main,
+            every_n_steps=cfg.trainer.checkpoint_every_n_steps,
         )
     ]
     if is_main:
@@ -156,7 +200,18 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
     if resume is not None:
         _restore(trainer, *resume)
 
-    metrics = trainer.fit(loaders["train"], loaders.get("val"), loaders.get("test"))
+    summary = {"run_dir": str(run_dir), "resumed_from": str(resume_path) if resume_path else None}
+    try:
+        with stop_at_step_boundary(trainer):
+            metrics = trainer.fit(loaders["train"], loaders.get("val"), loaders.get("test"))
+    except TrainingInterrupted:
+        stopped = {
+            "status": "interrupted",
+            "epoch": trainer.epoch,
+            "global_step": trainer.global_step,
+        }
+        _write_metrics(summary | stopped, {run_dir, info.run_dir}, is_main)
+        raise
     metrics |= {
         "epoch": trainer.epoch,
         "global_step": trainer.global_step,
@@ -166,13 +221,61 @@ def train(cfg: DictConfig, info: RunInfo | None = None) -> dict[str, Any]:
         "synthetic": cfg.data.synthetic,
         "data/skipped_corrupt": sum(len(getattr(ds, "skipped", [])) for ds in splits.values()),
         "world_size": distributed.world_size(),
-        "resumed_from": str(resume_path) if resume_path else None,
-        "status": "completed",
+        **summary,
+        "status": "resumed" if resume_path else "completed",
     }
-    if is_main:
+    _write_metrics(metrics, {run_dir, info.run_dir}, is_main)
+    return metrics
+
+
+def _write_metrics(metrics: dict[str, Any], run_dirs: Iterable[Path], is_main: bool) -> None:
+    """``metrics.json`` in each of ``run_dirs`` (the run's, and this invocation's when it
+    continued an earlier run: a sweep's summary reads its jobs' own directories)."""
+    if not is_main:
+        return
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.info("metrics: %s", run_dir / "metrics.json")
-    return metrics
+
+
+def _continued_run(resume_path: Path | None) -> Path | None:
+    """The run directory a checkpoint continues: a run's own ``checkpoints/last.pt`` goes on in
+    that run (same checkpoints, TensorBoard event files, log); any other checkpoint (best.pt,
+    a copied file) starts a new run from its state."""
+    if resume_path is None or resume_path.name != "last.pt":
+        return None
+    run = resume_path.resolve().parent.parent
+    is_run = resume_path.parent.name == "checkpoints" and (run / ".hydra").is_dir()
+    return run if is_run else None
+
+
+def _finished_metrics(
+    run_dir: Path, state: dict[str, Any], max_epochs: int
+) -> dict[str, Any] | None:
+    """The final metrics of ``run_dir`` if it trained all ``max_epochs`` and finished."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    done = metrics.get("status") in ("completed", "resumed") and state["epoch"] >= max_epochs
+    return metrics if done else None
+
+
+@contextmanager
+def _also_logging_to(path: Path | None) -> Iterator[None]:
+    """Append this process's log to ``path`` too, while the block runs (None: nothing)."""
+    if path is None:
+        yield
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def _setup_process(cfg: DictConfig) -> tuple[Any, list[int]]:
@@ -265,9 +368,11 @@ def _prepare_data(
 
 
 def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) -> dict[str, Any]:
+    import torch
     from torch.utils.data import DataLoader, DistributedSampler, Subset
 
     from torchcamp.trainer import distributed
+    from torchcamp.trainer.data import ResumableSampler, SeededSamples, ignore_stop_signals
 
     rank, world = distributed.rank(), distributed.world_size()
     common = {
@@ -275,12 +380,15 @@ def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) 
         "num_workers": cfg.data.num_workers,
         "collate_fn": collate_fn,
         "pin_memory": device.type == "cuda",
+        "worker_init_fn": ignore_stop_signals,
+        # The loaders' own generator seeds their workers: iterating them draws nothing from
+        # the global RNG, whose state a checkpoint restores for the model's own draws.
+        "generator": torch.Generator().manual_seed(cfg.seed),
     }
-    # Workers are not persistent: each epoch's workers are seeded from the global RNG, which a
-    # checkpoint restores, so random augmentation after a resume matches an unbroken run.
-    # DistributedSampler (one replica without DDP): the shuffle order is a function of
-    # (seed, epoch), so resuming at epoch e replays exactly the order an unbroken run sees, and
-    # under DDP every rank gets as many batches as the others (it pads with repeats).
+    # Every training batch, with its random augmentation, is a function of (seed, epoch,
+    # position) whatever num_workers is (see trainer/data.py), so a run resumed at any step sees
+    # what an unbroken run sees. DistributedSampler (one replica without DDP) shuffles by
+    # (seed, epoch), and under DDP gives every rank as many batches (it pads with repeats).
     if cfg.data.balance == "sampler":  # classes drawn equally often, fixed by (seed, epoch)
         from torchcamp.datasets.balance import balanced_sampler
 
@@ -289,7 +397,11 @@ def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) 
         sampler = DistributedSampler(
             splits["train"], num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed
         )
-    loaders = {"train": DataLoader(splits["train"], sampler=sampler, **common)}
+    loaders = {
+        "train": DataLoader(
+            SeededSamples(splits["train"]), sampler=ResumableSampler(sampler, cfg.seed), **common
+        )
+    }
     for split in ("val", "test"):
         if split in splits:
             # Evaluation shards are not padded: every sample counts once in the reduced metrics.
@@ -379,8 +491,24 @@ def _launch_ddp(cfg: DictConfig, info: RunInfo) -> dict[str, Any]:
         nprocs,
         "GPUs " + str(gpus[:nprocs]) if cuda else "CPU, gloo",
     )
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     container = OmegaConf.to_container(cfg, resolve=True)
-    result = distributed.launch(_ddp_worker, (container, info), nprocs)
+    stopped = (
+        "every rank stopped at the same step boundary, and rank 0 wrote last.pt there "
+        f"({info.run_dir / 'checkpoints'})"
+    )
+    try:
+        result = distributed.launch(_ddp_worker, (container, info), nprocs)
+    except SignalException as stop:  # this process was signalled and passed it on to the ranks
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(stop.sigval).name}: {stopped}"
+        ) from stop
+    except ChildFailedError as failed:  # the ranks were signalled themselves
+        if any(f.exitcode != EXIT_INTERRUPTED for f in failed.failures.values()):
+            raise
+        raise TrainingInterrupted(f"stopped by a signal: {stopped}") from failed
     if "error" in result:
         raise UserError(result["error"])
     return result
@@ -396,6 +524,10 @@ def _ddp_worker(container: dict, info: RunInfo) -> dict[str, Any]:
         # The launcher spawned this process, and spawned processes pass `spawn` on to their
         # DataLoader workers, which would then import torch afresh every epoch (seconds each).
         multiprocessing.set_start_method("fork", force=True)
+    # Ctrl-C in a terminal signals its whole process group; the launcher passes it on to the
+    # ranks too, and a rank that saw it twice would quit at once instead of stopping at a step
+    # boundary. In a group of their own, the ranks get it once, from the launcher.
+    os.setpgrp()
     rank = int(os.environ.get("RANK", 0))
     handlers = [logging.StreamHandler(sys.stdout)]
     if rank == 0:
@@ -410,6 +542,13 @@ def _ddp_worker(container: dict, info: RunInfo) -> dict[str, Any]:
         return train(OmegaConf.create(container), info)
     except UserError as error:
         return {"error": str(error)}
+    except TrainingInterrupted as stop:
+        # Leave at once: a rank that returns waits for the launcher to read its result, which
+        # a launcher shutting the ranks down after a signal never does (it kills them 30 s on).
+        log.warning("%s", stop)
+        dist.destroy_process_group()
+        logging.shutdown()
+        os._exit(EXIT_INTERRUPTED)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -417,6 +556,8 @@ def _ddp_worker(container: dict, info: RunInfo) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://torchcamp.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.types import RunMode
+
     from torchcamp.trainer import distributed
 
     info = RunInfo.from_hydra()
@@ -426,11 +567,42 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             metrics = _launch_ddp(cfg, info)
         else:  # one process, or one rank that torchrun / SLURM started
             metrics = train(cfg, info)
-    except UserError as error:
-        print(f"error: {_user_message(error)}", file=sys.stderr)
-        sys.exit(2)
+    except TrainingInterrupted as stop:  # ends a sweep too: whoever sent the signal wants that
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # Hydra's job-end callback will not run
+            from torchcamp.trainer.sweep import write_summary
+
+            write_summary(Path(HydraConfig.get().sweep.dir))
+        print(f"stopped: {stop}. Continue with the same command and resume=auto", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            if not isinstance(error, UserError):
+                raise  # a bug: its traceback is what a report needs
+            print(f"error: {_user_message(error)}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        # One failing job does not end a sweep: summary.csv marks it failed, with its error,
+        # and the sweep's exit code says some failed.
+        _record_failed_job(info.run_dir, error)
+        return float("nan")  # what Optuna's sweeper takes as a failed trial
     # A sweeper (e.g. Optuna) optimises what the task function returns.
-    return metrics.get(cfg.trainer.monitor)
+    value = metrics.get(cfg.trainer.monitor)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _record_failed_job(run_dir: Path, error: Exception) -> None:
+    """A sweep job's error in its log (a traceback if it is a bug) and its ``metrics.json``."""
+    message = (
+        _user_message(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    )
+    message = " ".join(message.split())  # one line in summary.csv
+    if isinstance(error, UserError):
+        log.error("job failed: %s", message)
+    else:
+        log.exception("job failed: %s", message)
+    print(f"error: job {run_dir.name} failed: {message}", file=sys.stderr)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    failed = {"status": "failed", "error": message}
+    (run_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
 
 
 def _user_message(error: UserError) -> str:
@@ -449,11 +621,27 @@ def main() -> None:
     # Let Hydra's own errors (unknown option or key, bad override) reach us instead of being
     # printed with a stack trace and exit code 1; we print one line and exit with 2.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    from torchcamp.trainer import sweep
+
     try:
         _hydra_main()
     except (HydraException, OmegaConfBaseException) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one before training started)
+        print(
+            "interrupted: checkpoints written so far are intact; resume=auto continues from the "
+            "newest",
+            file=sys.stderr,
+        )
+        sys.exit(130)  # the shell's code for SIGINT
+    if sweep.failed_jobs:
+        print(
+            f"error: sweep jobs {', '.join(sweep.failed_jobs)} failed: see summary.csv in the "
+            "sweep directory",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_SWEEP_FAILED)
 
 
 def _one_line(error: BaseException) -> str:

@@ -20,6 +20,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 LAUNCHER_ENV = ("TORCHELASTIC_RUN_ID", "SLURM_PROCID")  # set by torchrun / elastic, or SLURM
+# A gloo group beside NCCL for small host-side agreements (stop now?), which on NCCL would
+# wait for the GPU at every step.
+_control_group: Any = None
 
 
 def is_distributed() -> bool:
@@ -71,6 +74,8 @@ def init_process_group(backend: str) -> None:
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend)
+    global _control_group
+    _control_group = dist.new_group(backend="gloo") if backend != "gloo" else None
     log.info("rank %d of %d joined the %s process group", rank(), world_size(), backend)
 
 
@@ -103,6 +108,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     reduced = tensor.to(device)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced.to(tensor.device)
+
+
+def any_rank(flag: bool) -> bool:
+    """Is ``flag`` true on any rank? (``flag`` itself without a group.) On the CPU, through
+    the control group, so asking at every step does not wait for the GPU."""
+    if not is_distributed():
+        return flag
+    tensor = torch.tensor([int(flag)])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control_group)
+    return bool(tensor.item())
 
 
 def gather_objects(item: Any) -> list[Any]:

@@ -12,3 +12,14 @@ class UserError(Exception):
 class NonFiniteLossError(UserError):
     """The loss became NaN or infinite: the run stops (a checkpoint of the last good state is
     written first), and the message names the step and the usual causes."""
+
+
+class TrainingInterrupted(Exception):
+    """A signal (SIGTERM, SIGINT, SIGUSR1) stopped training at a step boundary, after the
+    checkpoint to continue from was written: the CLI exits with :data:`EXIT_INTERRUPTED`."""
+
+
+# The CLI's exit codes (also in the README).
+EXIT_USER_ERROR = 2  # a mistake in the config, data or files; one line on stderr says which
+EXIT_INTERRUPTED = 3  # stopped by a signal with a checkpoint written: continue with resume=auto
+EXIT_SWEEP_FAILED = 4  # a multirun finished, and some of its jobs failed (see summary.csv)

@@ -38,6 +38,21 @@ class EpochSums:
                 self.count_sums[name] = value.clone()
         self.weight += weight
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums so far (for a checkpoint written mid-epoch), on the CPU."""
+        return {
+            "sums": {n: torch.as_tensor(v).cpu() for n, v in self.sums.items()},
+            "count_sums": {n: t.cpu() for n, t in self.count_sums.items()},
+            "weight": self.weight,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
+        """Continue from :meth:`state_dict`'s sums (empty: start from zero)."""
+        self.sums.clear()
+        self.sums.update({n: v.to(device) for n, v in (state.get("sums") or {}).items()})
+        self.count_sums = {n: t.to(device) for n, t in (state.get("count_sums") or {}).items()}
+        self.weight = state.get("weight", 0)
+
     def result(self, prefix: str) -> dict[str, float]:
         """The means over all ranks' samples (one all-reduce under DDP)."""
         names = sorted(self.sums)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ import torch
 from torch import nn
 
 from torchcamp.trainer.errors import UserError
+
+log = logging.getLogger(__name__)
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -230,3 +233,24 @@ def _head_layers(model: nn.Module) -> list[str]:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def log_parameters(
+    module: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer], phased: bool
+) -> None:
+    """Log the model's parameter counts and each optimizer's parameter groups (a GAN's parts
+    are named)."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = total - trainable
+    name = type(module).__name__
+    log.info(f"model {name}: {total:,} parameters, {trainable:,} trainable, {frozen:,} frozen")
+    for part, optimizer in optimizers.items():
+        for index, group in enumerate(optimizer.param_groups):
+            count = sum(p.numel() for p in group["params"])
+            log.info(
+                f"{part + ' ' if phased else ''}param group {index} "
+                f"{group.get('name', '')}: {len(group['params'])} tensors, {count:,} "
+                f"parameters, lr={group['lr']:.3g}, "
+                f"weight_decay={group.get('weight_decay', 'n/a')}"
+            )

@@ -16,35 +16,45 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
+# The jobs of the last sweep that failed (their numbers), for the CLI's exit code.
+failed_jobs: list[str] = []
+
 
 class SweepSummary(Callback):
     """One row per job: its number, overrides, status and final metrics.
 
     Read from the job directories when the sweep ends, so it also works with launchers that run
-    jobs in other processes. A job without ``metrics.json`` did not finish: status ``failed``.
+    jobs in other processes. Statuses, from each job's ``metrics.json``: ``completed``;
+    ``resumed`` (completed, continuing an interrupted run of the same overrides); ``skipped``
+    (finished by an earlier run of the sweep, whose directory ``run_dir`` names);
+    ``interrupted`` (stopped by a signal, resumable); ``failed`` (with its ``error``).
+    A job without ``metrics.json`` was killed: ``unfinished``.
     """
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         # Rewritten after every job, so a sweep that is stopped half-way still has its summary.
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            self._write(Path(hydra_cfg.sweep.dir))
+            write_summary(Path(hydra_cfg.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write(Path(config.hydra.sweep.dir))
+        rows = write_summary(Path(config.hydra.sweep.dir))
+        failed_jobs[:] = [row["job"] for row in rows if row["status"] in ("failed", "unfinished")]
         log.info("sweep summary: %s", Path(config.hydra.sweep.dir) / "summary.csv")
 
-    @staticmethod
-    def _write(sweep_dir: Path) -> None:
-        rows = [_job_row(job_dir) for job_dir in _job_dirs(sweep_dir)]
-        if not rows:
-            return
-        metric_names = sorted({key for row in rows for key in row} - {"job", "overrides", "status"})
-        path = sweep_dir / "summary.csv"
-        with open(path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=["job", "overrides", "status", *metric_names])
-            writer.writeheader()
-            writer.writerows(rows)
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """(Re)write ``sweep_dir/summary.csv`` from the job directories; returns its rows."""
+    rows = [_job_row(job_dir) for job_dir in _job_dirs(sweep_dir)]
+    if not rows:
+        return rows
+    first = ["job", "overrides", "status"]
+    metric_names = sorted({key for row in rows for key in row} - set(first))
+    with open(sweep_dir / "summary.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=[*first, *metric_names])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -57,7 +67,7 @@ def _job_row(job_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "job": job_dir.name,
         "overrides": " ".join(overrides),
-        "status": "failed",
+        "status": "unfinished",
     }
     metrics_path = job_dir / "metrics.json"
     if metrics_path.exists():

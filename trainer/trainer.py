@@ -29,10 +29,12 @@ from tqdm import tqdm  # not tqdm.auto, whose bar calls iter(loader): a 2nd set 
 
 from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
-from torchcamp.trainer.errors import NonFiniteLossError, UserError
+from torchcamp.trainer.data import epoch_batches
+from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
 from torchcamp.trainer.metrics import EpochSums, batch_size, format_metrics
 from torchcamp.trainer.params import (
     check_optimizers_fit,
+    log_parameters,
     needs_closure,
     other_parts_params,
     without_grad,
@@ -119,6 +121,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "16-mixed")
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
+        # Batches of the current epoch already trained on: a checkpoint written mid-epoch (always
+        # at the end of an optimizer step) continues from here, with the epoch's sums so far.
+        self.batch_in_epoch = 0
+        self.batches_per_epoch: int | None = None
+        self._train_sums = EpochSums()
+        # Set (to the signal's name) by a signal handler: stop at the next optimizer step.
+        self.stop_requested: str | None = None
+        self._resumed_rng: dict[str, Any] | None = None  # restored when fit starts
         self.best: float | None = None
         self.is_best = False  # did the last evaluation set a new best?
         self.fit_seconds = 0.0  # first training batch to the end of the last validation
@@ -145,16 +155,17 @@ class Trainer:
 
         Returns the last epoch's metrics plus ``best/<monitor>`` and ``test/<name>``.
         """
-        self._log_summary()
+        log_parameters(self.module, self.optimizers, self.phased)
         run_callbacks(self.callbacks, "on_fit_start", self)
+        if self._resumed_rng is not None:
+            # Restored last, after everything that set the run up, so the next batch draws
+            # exactly what it drew in the run that wrote the checkpoint.
+            set_rng_state(self._resumed_rng)
+            self._resumed_rng = None
         metrics: dict[str, float] = {}
         self._fit_started = None  # set on the first training batch
+        fit_seconds_before = self.fit_seconds  # of the runs this one continues
         while self.epoch < self.max_epochs:
-            sampler = getattr(train_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                # The shuffle order is a function of (seed, epoch), so a resumed run sees the
-                # same batches as an uninterrupted one.
-                sampler.set_epoch(self.epoch)
             try:
                 metrics = self.train_one_epoch(train_loader)
             except NonFiniteLossError:
@@ -162,14 +173,15 @@ class Trainer:
                 raise
             if val_loader is not None:
                 metrics |= self.evaluate(val_loader, "val")
-            self.epoch += 1
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self._update_best(metrics)
             if self._fit_started is not None:
-                self.fit_seconds = time.perf_counter() - self._fit_started
+                self.fit_seconds = fit_seconds_before + time.perf_counter() - self._fit_started
             if self.scheduler_interval == "epoch":
                 self._epoch_scheduler_step(metrics)
             log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, format_metrics(metrics))
             run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
+            self._stop_if_requested()  # last.pt of this epoch is written: nothing more to save
         if self.best is not None:
             metrics[f"best/{self.monitor}"] = self.best
         if test_loader is not None:
@@ -179,33 +191,64 @@ class Trainer:
         return metrics
 
     def train_one_epoch(self, loader: Iterable) -> dict[str, float]:
-        """One pass over ``loader``; returns the epoch means as ``train/<name>``."""
+        """One pass over ``loader`` (the rest of it, in an epoch resumed part-way); returns the
+        epoch means as ``train/<name>``."""
         self.model.train()
-        num_batches, accumulate = len(loader), self.accumulate_grad_batches
-        means = EpochSums()
-        bar = tqdm(loader, desc=f"train {self.epoch + 1}", leave=False, disable=not self.progress)
-        for batch_idx, batch in enumerate(bar):
+        num_batches, start = len(loader), self.batch_in_epoch
+        self._check_same_epoch_length(num_batches)
+        batches = epoch_batches(loader, self.epoch, start)
+        bar = tqdm(
+            batches,
+            desc=f"train {self.epoch + 1}",
+            initial=start,
+            total=num_batches,
+            leave=False,
+            disable=not self.progress,
+        )
+        accumulate = 1 if self.needs_closure else self.accumulate_grad_batches
+        for batch_idx, batch in enumerate(bar, start):
             if self._fit_started is None:
                 self._fit_started = time.perf_counter()
-            if self.needs_closure:
-                out = self._closure_step(batch)
-                run_callbacks(self.callbacks, "on_train_step_end", self, out)
-                means.add(out, weight=batch_size(batch))
-                continue
             window_start = batch_idx - batch_idx % accumulate
             # The last window of an epoch may be shorter than k: average over what it has.
             window_size = min(accumulate, num_batches - window_start)
-            out = self._train_step(
-                batch,
-                batch_idx == window_start,
-                window_size,
-                batch_idx + 1 == window_start + window_size,
-            )
-            means.add(out, weight=batch_size(batch))
+            steps_now = batch_idx + 1 == window_start + window_size
+            if self.needs_closure:
+                out = self._closure_step(batch)
+            else:
+                out = self._train_step(batch, batch_idx == window_start, window_size, steps_now)
+            self._train_sums.add(out, weight=batch_size(batch))
+            self.batch_in_epoch = batch_idx + 1
+            if steps_now:  # a step boundary: where checkpoints are written and stops happen
+                run_callbacks(self.callbacks, "on_train_step_end", self, out)
+                self._stop_if_requested()
             if self.progress:
                 losses = {k: f"{v.item():.4f}" for k, v in out.items() if k.startswith("loss")}
                 bar.set_postfix(**losses, lr=f"{self.lr:.3g}")
-        return self._epoch_metrics(means, "train")
+        sums, self._train_sums = self._train_sums, EpochSums()
+        return self._epoch_metrics(sums, "train")
+
+    def _check_same_epoch_length(self, num_batches: int) -> None:
+        if self.batch_in_epoch and num_batches != self.batches_per_epoch:
+            raise UserError(
+                f"the checkpoint stopped after batch {self.batch_in_epoch} of an epoch of "
+                f"{self.batches_per_epoch} batches, and this run's epochs have {num_batches}: "
+                "resume with the same data and data.batch_size"
+            )
+        self.batches_per_epoch = num_batches
+
+    def _stop_if_requested(self) -> None:
+        """At a step boundary: if a signal asked to stop (on any rank), save and stop."""
+        requested = self.stop_requested is not None
+        if distributed.is_distributed():  # every rank stops at the same step, or DDP hangs
+            requested = distributed.any_rank(requested)
+        if not requested:
+            return
+        run_callbacks(self.callbacks, "on_interrupt", self)
+        raise TrainingInterrupted(
+            f"stopped by {self.stop_requested or 'another rank'} at optimizer step "
+            f"{self.global_step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch})"
+        )
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
@@ -265,7 +308,6 @@ class Trainer:
         if steps_now:
             self._update_scaler()
             self._after_optimizer_step()
-            run_callbacks(self.callbacks, "on_train_step_end", self, out)
         return out
 
     def _forward(
@@ -405,24 +447,10 @@ class Trainer:
         if self.best is None or better(value, self.best) != self.best:
             self.best, self.is_best = value, True
 
-    def _log_summary(self) -> None:
-        total = sum(p.numel() for p in self.module.parameters())
-        trainable = sum(p.numel() for p in self.module.parameters() if p.requires_grad)
-        name = type(self.module).__name__
-        frozen = total - trainable
-        log.info(f"model {name}: {total:,} parameters, {trainable:,} trainable, {frozen:,} frozen")
-        for part, optimizer in self.optimizers.items():
-            for index, group in enumerate(optimizer.param_groups):
-                count = sum(p.numel() for p in group["params"])
-                log.info(
-                    f"{part + ' ' if self.phased else ''}param group {index} "
-                    f"{group.get('name', '')}: {len(group['params'])} tensors, {count:,} "
-                    f"parameters, lr={group['lr']:.3g}, "
-                    f"weight_decay={group.get('weight_decay', 'n/a')}"
-                )
-
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run: weights, optimizer, scheduler, progress, RNG."""
+        """Everything needed to continue this run exactly, from the end of the last optimizer
+        step: weights, optimizers, schedulers, scaler, position in the epoch and the epoch's
+        sums so far, best metric, RNG states, callbacks' states."""
         return {
             "model": self.module.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
@@ -430,12 +458,23 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "batches_per_epoch": self.batches_per_epoch,
+            "train_sums": self._train_sums.state_dict(),
             "best": self.best,
+            "skipped_steps": self.skipped_steps,
+            "fit_seconds": self.fit_seconds,
             "rng": get_rng_state(),
+            "callbacks": {
+                type(cb).__name__: cb.state_dict()
+                for cb in self.callbacks
+                if hasattr(cb, "state_dict")
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved; training continues at the next epoch."""
+        """Restore what :meth:`state_dict` saved; training continues where it stopped (the RNG
+        states are restored when :meth:`fit` starts)."""
         weights = dict(state["model"])
         # Checkpoints written from a wrapped model by other tools carry a `module.` prefix.
         nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")
@@ -456,4 +495,13 @@ class Trainer:
             state["global_step"],
             state["best"],
         )
-        set_rng_state(state["rng"])
+        self.batch_in_epoch = state.get("batch_in_epoch", 0)
+        self.batches_per_epoch = state.get("batches_per_epoch")
+        self._train_sums.load_state_dict(state.get("train_sums") or {}, self.device)
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.fit_seconds = state.get("fit_seconds", 0.0)
+        for callback in self.callbacks:
+            saved = (state.get("callbacks") or {}).get(type(callback).__name__)
+            if saved is not None and hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(saved)
+        self._resumed_rng = state["rng"]

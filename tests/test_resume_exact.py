@@ -1,0 +1,151 @@
+"""Runs killed (SIGKILL), preempted (SIGTERM) or interrupted (Ctrl-C) at arbitrary steps and
+continued with ``resume=auto`` end bit-identical to an unbroken run, TensorBoard included.
+
+Each run is a real ``train`` process; the kills land wherever the run is when the test sees
+that ``last.pt`` holds the wanted step, so mid-epoch and mid-accumulation-window points come up.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchcamp.trainer.checkpoint import load_checkpoint
+
+# rmb's stand-in data (64 training images, RandomCrop augmentation), 16 batches of 4 an
+# epoch, 2 batches per optimizer step: 8 steps an epoch, 24 in all.
+JOB = [
+    "data.synthetic=true",
+    "data.batch_size=4",
+    "trainer.accumulate_grad_batches=2",
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=1",
+    "trainer.checkpoint_every_n_steps=1",
+    "optimizer=adam",
+    "scheduler=step",
+    "resume=auto",
+]
+TOTAL_STEPS = 24
+
+
+def start(cli, tmp_path: Path, name: str, *args: str, job: list[str] = JOB) -> subprocess.Popen:
+    """``train`` in the background, its run directory ``tmp_path/name``, runs under
+    ``tmp_path`` searched by resume=auto."""
+    return cli.start(
+        tmp_path, *job, *args, f"output_root={tmp_path}", f"hydra.run.dir={tmp_path / name}"
+    )
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory, background_cli) -> Path:
+    """One run, never stopped: the reference (with num_workers=0)."""
+    tmp_path = tmp_path_factory.mktemp("unbroken")
+    process = start(background_cli, tmp_path, "run")
+    _out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return tmp_path / "run"
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """Bit-identical weights and optimizer state, the same metrics and TensorBoard curves."""
+    ours = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    theirs = load_checkpoint(reference / "checkpoints" / "last.pt")
+    assert ours["global_step"] == theirs["global_step"] == TOTAL_STEPS
+    for name, tensor in theirs["model"].items():
+        assert torch.equal(ours["model"][name], tensor), name
+    adam_ours, adam_theirs = ours["optimizers"]["model"], theirs["optimizers"]["model"]
+    for index, state in adam_theirs["state"].items():
+        assert torch.equal(adam_ours["state"][index]["exp_avg_sq"], state["exp_avg_sq"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = json.loads((reference / "metrics.json").read_text())
+    scores = [key for key in expected if key.startswith(("train/", "val/", "test/", "best/"))]
+    assert scores and all(metrics[key] == expected[key] for key in scores)
+    assert tensorboard_curve(run_dir) == tensorboard_curve(reference)
+
+
+def tensorboard_curve(run_dir: Path, tag: str = "train/loss_step") -> list[tuple[int, float]]:
+    """The (step, value) points TensorBoard shows for ``tag`` (it applies purge_step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir / "tb"))
+    accumulator.Reload()
+    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "kill_steps"),
+    [(0, [3, 9, 17]), (2, [6, 13])],
+    ids=["0 workers, 3 kills", "2 workers, 2 kills"],
+)
+def test_sigkill_at_any_step_then_resume_auto_is_bit_identical(
+    tmp_path, unbroken, background_cli, num_workers, kill_steps
+):
+    workers = f"data.num_workers={num_workers}"
+    first_dir = tmp_path / "attempt0"
+    for attempt, step in enumerate(kill_steps):
+        process = start(background_cli, tmp_path, f"attempt{attempt}", workers)
+        last = first_dir / "checkpoints" / "last.pt"
+        background_cli.signal_at_step(process, last, step, signal.SIGKILL)
+        process.wait(timeout=60)
+        assert process.returncode == -signal.SIGKILL
+    process = start(background_cli, tmp_path, "final", workers)
+    _out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    # Every attempt continued the first run in place: its directory holds the whole run.
+    assert_same_run(first_dir, unbroken)
+    metrics = json.loads((first_dir / "metrics.json").read_text())
+    assert metrics["status"] == "resumed"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_stop_signal_checkpoints_at_a_step_boundary_and_exits_3(
+    tmp_path, unbroken, background_cli, signum
+):
+    """Each signal stops the run resumably; continuing one (SIGTERM) is bit-identical."""
+    process = start(background_cli, tmp_path, "stopped")
+    run_dir = tmp_path / "stopped"
+    background_cli.signal_at_step(process, run_dir / "checkpoints" / "last.pt", 10, signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith(f"stopped: stopped by {signum.name}")
+    stopped = json.loads((run_dir / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["global_step"] < TOTAL_STEPS
+    assert background_cli.saved_step(run_dir / "checkpoints" / "last.pt") == stopped["global_step"]
+    if signum != signal.SIGTERM:
+        return  # the same state as SIGTERM's: one continued run is enough
+    process = start(background_cli, tmp_path, "continued")
+    _out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert_same_run(run_dir, unbroken)
+
+
+def test_second_ctrl_c_quits_at_once_and_leaves_the_checkpoint_intact(tmp_path, background_cli):
+    # ResNet18 at 224 px: the next step boundary is seconds away when the second Ctrl-C comes.
+    job = [
+        "task=hymenoptera",
+        "data.synthetic=true",
+        "data.batch_size=8",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.checkpoint_every_n_steps=1",
+    ]
+    process = start(background_cli, tmp_path, "run", job=job)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    background_cli.signal_at_step(process, last, 1, signal.SIGINT)
+    # The second only once the first was handled (two sent at once may arrive as one).
+    for line in process.stdout:  # the log
+        if "SIGINT: stopping after the current optimizer step" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith("interrupted: ")
+    assert load_checkpoint(last)["global_step"] >= 1
+    assert not list(last.parent.glob("*.tmp"))
