@@ -32,6 +32,21 @@ def test_console_script_is_installed():
     assert "optimizer: " in out and "sgd" in out and "task: " in out and "rmb" in out
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"]], ids=["--help", "--cfg job"])
+def test_help_and_cfg_answer_without_importing_torch(tmp_path, args):
+    # What the console script runs, then a look at what it imported (issue 8: fast startup).
+    probe = (
+        f"import sys; sys.argv = ['train', *{args!r}]\n"
+        "from torchcamp.trainer.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'torchvision', 'tensorboard'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:]
+
+
 def test_synthetic_run_writes_the_run_directory(run_cli):
     result = run_cli(*FAST)
     run_dir = result.run_dir
