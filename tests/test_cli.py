@@ -47,6 +47,19 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path, args):
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:]
 
 
+def test_help_lists_every_group_and_composes_the_given_overrides(monkeypatch, capsys):
+    from torchcamp.trainer.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["train", "--help", "optimizer=adam", "trainer.max_epochs=3"])
+    main()
+    out = capsys.readouterr().out
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for group in (p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
+        options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
+        assert f"\n{group.name}: {options}\n" in out
+    assert "_target_: torch.optim.Adam" in out and "max_epochs: 3" in out
+
+
 def test_synthetic_run_writes_the_run_directory(run_cli):
     result = run_cli(*FAST)
     run_dir = result.run_dir

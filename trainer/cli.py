@@ -624,7 +624,10 @@ def main() -> None:
     from torchcamp.trainer import sweep
 
     try:
-        _hydra_main()
+        if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+            _print_help([arg for arg in sys.argv[1:] if not arg.startswith("-")])
+        else:
+            _hydra_main()
     except (HydraException, OmegaConfBaseException) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
@@ -642,6 +645,49 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_SWEEP_FAILED)
+
+
+HELP = """train: compose a training run from config groups and run it (torchcamp).
+
+  train [group=option ...] [key=value ...]     e.g. train task=rmb optimizer=adam optimizer.lr=3e-4
+  train -m key=a,b [...]                       a sweep: one job per combination
+  train --cfg job [overrides]                  the composed config, without training
+  train --hydra-help                           Hydra's own flags
+
+== Configuration groups ==
+Compose your configuration from those groups (group=option)
+
+{groups}
+
+== Config ==
+Override anything in the config (foo.bar=value)
+
+{config}"""
+
+
+def _print_help(overrides: list[str]) -> None:
+    """``train --help``: the groups and their options, and the config these overrides compose.
+
+    Hydra's own ``--help`` re-composes the whole config once per group option to list them
+    (about 0.7 s here); reading the option files' names takes milliseconds.
+    """
+    from importlib.resources import files
+
+    from hydra import compose, initialize_config_module
+
+    conf = files("torchcamp.conf")
+    groups = sorted(
+        (
+            group.name,
+            sorted(f.name[: -len(".yaml")] for f in group.iterdir() if f.name.endswith(".yaml")),
+        )
+        for group in conf.iterdir()
+        if group.is_dir() and group.name not in ("hydra", "__pycache__")
+    )
+    listing = "\n".join(f"{name}: {', '.join(options)}" for name, options in groups)
+    with initialize_config_module("torchcamp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    print(HELP.format(groups=listing, config=OmegaConf.to_yaml(cfg)))
 
 
 def _one_line(error: BaseException) -> str:
