@@ -93,7 +93,12 @@ class ImageList:
         self.samples = [sample for sample in samples if sample[0] in keep]
         self.classes = classes
         self.transform = transform
+        self.split = split
         _check_no_class_lost(samples, self.samples, classes, split)
+        # With a cache: each image after the transform's deterministic leading steps, and the
+        # steps left to run on every read (see cache_decoded).
+        self._cached: list[Image.Image] | None = None
+        self._rest: Callable | None = transform
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -105,10 +110,60 @@ class ImageList:
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        image = read_rgb(path)
-        if self.transform is not None:
-            image = self.transform(image)
+        if self._cached is not None:
+            image, transform = self._cached[index], self._rest
+        else:
+            image, transform = read_rgb(path), self.transform
+        if transform is not None:
+            image = transform(image)
         return image, label
+
+    def cache_decoded(self, budget_bytes: int) -> int:
+        """Decode every image once and keep it in memory, passed through the transform's
+        deterministic leading steps (Resize, CenterCrop, Grayscale), if all of them fit in
+        ``budget_bytes`` (estimated from the first); the random steps still run on every read,
+        so the samples are the same as without the cache. Returns the bytes used (0: none).
+
+        Call it before the DataLoader starts its workers: they share the cache (fork).
+        """
+        prefix, rest = split_deterministic(self.transform)
+        if budget_bytes <= 0 or not self.samples:
+            return 0
+        first = prefix(read_rgb(self.samples[0][0]))
+        estimate = image_bytes(first) * len(self.samples)
+        if estimate > budget_bytes:
+            log.info(
+                "%s: %d decoded images need about %.0f MB, over data.cache_mb: read from disk "
+                "every epoch",
+                self.split,
+                len(self.samples),
+                estimate / 2**20,
+            )
+            return 0
+        self._cached = [first] + [prefix(read_rgb(path)) for path, _ in self.samples[1:]]
+        self._rest = rest
+        return sum(image_bytes(image) for image in self._cached)
+
+
+def split_deterministic(transform: Callable | None) -> tuple[Callable, Callable | None]:
+    """``(prefix, rest)`` of a ``transforms.Compose``: its leading steps without randomness
+    (what they make of an image can be kept) and a Compose of the others (None if none)."""
+    from torchvision import transforms
+
+    steps = list(getattr(transform, "transforms", []))
+    keepable = (transforms.Resize, transforms.CenterCrop, transforms.Grayscale)
+    count = 0
+    while count < len(steps) and isinstance(steps[count], keepable):
+        count += 1
+    if not hasattr(transform, "transforms"):  # not a Compose: nothing known to be fixed
+        return (lambda image: image), transform
+    rest = transforms.Compose(steps[count:]) if count < len(steps) else None
+    return transforms.Compose(steps[:count]), rest
+
+
+def image_bytes(image: Image.Image) -> int:
+    """The pixel bytes of a PIL image."""
+    return image.width * image.height * len(image.getbands())
 
 
 def _check_no_class_lost(

@@ -144,3 +144,39 @@ def test_skip_corrupt_drops_images_from_the_splits_and_keeps_labels_aligned(tmp_
     (tmp_path / "rmb_split" / "train" / "1" / "img01.jpg").write_text("not an image")
     with pytest.raises(UserError, match=r"no readable images in .*train/1 \(class 1 of train\)"):
         rmb.build_datasets(tmp_path, seed=0, skip_corrupt=True)
+
+
+# ---- data.cache_mb: decoded images kept in memory ------------------------------------------
+
+
+def test_cached_images_give_the_same_samples_and_are_not_read_again(tmp_path, monkeypatch):
+    import torch
+
+    from torchcamp.datasets import images
+    from torchcamp.trainer.data import sample_seed, seeded_rngs
+
+    render_synthetic_rmb(tmp_path, seed=0)
+    plain, cached = (rmb.build_datasets(tmp_path, seed=0) for _ in range(2))
+    used = sum(split.cache_decoded(2**20) for split in cached.values())
+    assert used == 3 * 32 * 32 * sum(len(split) for split in cached.values())  # after Resize
+
+    def no_disk(path):
+        raise AssertionError(f"read {path} again")
+
+    for name in ("train", "val"):  # RandomCrop on train: still drawn on every read
+        for index in range(len(plain[name])):
+            with seeded_rngs(sample_seed(0, 1, index)):
+                expected, label = plain[name][index]
+            monkeypatch.setattr(images, "read_rgb", no_disk)
+            with seeded_rngs(sample_seed(0, 1, index)):
+                image, cached_label = cached[name][index]
+            monkeypatch.undo()
+            assert torch.equal(image, expected) and label == cached_label
+
+
+def test_a_cache_over_budget_is_not_made(tmp_path):
+    render_synthetic_rmb(tmp_path, seed=0)
+    train = rmb.build_datasets(tmp_path, seed=0)["train"]
+    assert train.cache_decoded(3 * 32 * 32 * len(train) - 1) == 0
+    assert train.cache_decoded(0) == 0
+    assert train[0][0].shape == (3, 32, 32)  # read from disk as before

@@ -118,6 +118,7 @@ def _train_in(
         skip_corrupt=cfg.data.skip_corrupt,
         **options,
     )
+    cached_mb = _cache_decoded(splits, cfg.data.cache_mb)
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
     classes = getattr(splits["train"], "classes", None)  # None: not a classifier (dcgan)
@@ -220,6 +221,7 @@ def _train_in(
         "task": cfg.task.name,
         "synthetic": cfg.data.synthetic,
         "data/skipped_corrupt": sum(len(getattr(ds, "skipped", [])) for ds in splits.values()),
+        "data/cached_mb": round(cached_mb, 1),
         "world_size": distributed.world_size(),
         **summary,
         "status": "resumed" if resume_path else "completed",
@@ -365,6 +367,25 @@ def _prepare_data(
     if is_main:
         log.warning(note)
     return root, {"data/synthetic": note}
+
+
+def _cache_decoded(splits: dict[str, Any], budget_mb: float) -> float:
+    """Keep each split's decoded (and resized) images in memory while they fit in
+    ``data.cache_mb`` all together; returns the MB used. Splits whose dataset cannot cache
+    (no ``cache_decoded``) read from disk as before."""
+    left = int(budget_mb * 2**20)
+    for name, dataset in splits.items():
+        if hasattr(dataset, "cache_decoded"):
+            used = dataset.cache_decoded(left)
+            if used:
+                log.info(
+                    "%s: %d decoded images kept in memory (%.1f MB)",
+                    name,
+                    len(dataset),
+                    used / 2**20,
+                )
+            left -= used
+    return (int(budget_mb * 2**20) - left) / 2**20
 
 
 def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) -> dict[str, Any]:

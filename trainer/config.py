@@ -83,6 +83,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.balance": _one_of("none", "sampler", "weights"),
     "data.download": (lambda v: isinstance(v, bool), "true or false"),
     "data.skip_corrupt": (lambda v: isinstance(v, bool), "true or false"),
+    "data.cache_mb": (lambda v: _is_number(v) and v >= 0, "a number of MB >= 0 (0: no cache)"),
     "optimizer.lr": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "scheduler.interval": _one_of("epoch", "step"),
     "regularizer.weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
