@@ -135,8 +135,12 @@ class TensorBoardLogger(Callback):
         class_names: Sequence[str] | None = None,
         images_fn: Callable[[torch.nn.Module], Mapping[str, torch.Tensor]] | None = None,
         image_dir: str | Path | None = None,
+        flush_every_n_steps: int | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
+        # ModelCheckpoint's every_n_steps: what was logged is on disk before a checkpoint of
+        # that step can be (a run killed later and resumed from it then misses no step).
+        self.flush_every_n_steps = flush_every_n_steps
         self.images_fn = images_fn
         self.image_dir = Path(image_dir) if image_dir is not None else None
         self.class_names = list(class_names or [])
@@ -158,16 +162,14 @@ class TensorBoardLogger(Callback):
 
     def on_train_step_end(self, trainer, outputs: Mapping[str, torch.Tensor]) -> None:
         step = trainer.global_step
-        if step % trainer.log_every_n_steps != 0:
-            return
-        for name, value in outputs.items():
-            if value.ndim == 0:  # counts (a confusion matrix) are summarised per epoch instead
-                self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
-        for group, lr in trainer.step_lrs.items():  # the lr each group just stepped with
-            self.writer.add_scalar(f"lr/{group}", lr, step)
-        # On disk before a checkpoint of this step can be: a run killed later and resumed
-        # from that checkpoint then misses no step (it re-logs only steps after it).
-        self.writer.flush()
+        if step % trainer.log_every_n_steps == 0:
+            for name, value in outputs.items():
+                if value.ndim == 0:  # counts (a confusion matrix) are summed per epoch instead
+                    self.writer.add_scalar(f"train/{name}_step", float(value.detach()), step)
+            for group, lr in trainer.step_lrs.items():  # the lr each group just stepped with
+                self.writer.add_scalar(f"lr/{group}", lr, step)
+        if self.flush_every_n_steps and step % self.flush_every_n_steps == 0:
+            self.writer.flush()
 
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
         step = trainer.global_step

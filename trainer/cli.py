@@ -175,6 +175,7 @@ def _train_in(
                 class_names=classes,
                 images_fn=images_fn,
                 image_dir=run_dir,
+                flush_every_n_steps=cfg.trainer.checkpoint_every_n_steps,
             )
         )
     trainer = Trainer(

@@ -1,0 +1,152 @@
+"""The Trainer's cost per step against a hand-written loop doing identical work.
+
+    python benchmarks/overhead.py                 # LeNet at 32 px and ResNet18 at 224 px
+    python benchmarks/overhead.py --only lenet --epochs 5
+
+For each model: the same initial weights, the same in-memory batches in the same order, SGD,
+cross entropy, a validation pass after every epoch. The raw loop is the course's §2.1 loop
+(forward, zero_grad, loss, backward, step; running loss and accuracy). The Trainer runs as
+``train`` builds it: the task's classification step, ModelCheckpoint (last.pt and best.pt every
+epoch) and TensorBoardLogger (per-step scalars, per-epoch histograms), the progress bar when
+stdout is a terminal. The first epoch of each is a warm-up and is not timed; the epoch mean
+losses must agree to 5 decimals. Data loading is left out on purpose (tensors already in
+memory): what is measured is what the Trainer adds around the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchcamp.tasks.classification import build_loss, summarize
+from torchcamp.tasks.classification import classification_step as step
+from torchcamp.tasks.models import LeNet
+from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
+from torchcamp.trainer.trainer import Trainer
+
+CASES = {  # name -> (model factory, image size, training images, validation images)
+    "lenet": (lambda: LeNet(num_classes=2), 32, 1600, 160),
+    "resnet18": (lambda: torchvision.models.resnet18(num_classes=2), 224, 96, 32),
+}
+BATCH = 16
+
+
+def make_loaders(size: int, train_n: int, val_n: int) -> tuple[DataLoader, DataLoader]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(train_n + val_n, 3, size, size, generator=generator)
+    labels = torch.randint(0, 2, (train_n + val_n,), generator=generator)
+    train = TensorDataset(images[:train_n], labels[:train_n])
+    val = TensorDataset(images[train_n:], labels[train_n:])
+    return DataLoader(train, batch_size=BATCH), DataLoader(val, batch_size=BATCH)
+
+
+def raw_loop(make_model, loaders, epochs: int) -> tuple[list[float], list[float]]:
+    """The course's loop; returns each epoch's mean training loss and its seconds."""
+    train_loader, val_loader = loaders
+    torch.manual_seed(0)
+    model = make_model()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses, seconds = [], []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        loss_sum, correct, total = 0.0, 0, 0
+        model.train()
+        for inputs, labels in train_loader:
+            outputs = model(inputs)
+            optimizer.zero_grad()
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (outputs.argmax(1) == labels).sum().item()
+            total += len(labels)
+        model.eval()
+        with torch.no_grad():
+            for inputs, labels in val_loader:
+                criterion(model(inputs), labels).item()
+        seconds.append(time.perf_counter() - started)
+        losses.append(loss_sum / total)
+    return losses, seconds
+
+
+class EpochClock:
+    """A callback noting when each epoch ends (after validation), as the raw loop does."""
+
+    order = 5  # before the checkpoint and logger: they are the Trainer's cost, timed too
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.losses: list[float] = []
+
+    def on_epoch_end(self, trainer, metrics) -> None:
+        self.losses.append(metrics["train/loss"])
+        self.ends.append(time.perf_counter())
+
+
+def trainer_loop(make_model, loaders, epochs: int, run_dir: Path) -> tuple[list[float], list]:
+    """The Trainer with train's default callbacks; returns epoch losses and seconds."""
+    torch.manual_seed(0)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    clock = EpochClock()
+    callbacks = [
+        ModelCheckpoint(run_dir / "checkpoints"),
+        TensorBoardLogger(run_dir / "tb", class_names=["a", "b"]),
+        clock,
+    ]
+    trainer = Trainer(
+        model,
+        step,
+        optimizer,
+        build_loss(nn.CrossEntropyLoss()),
+        max_epochs=epochs,
+        monitor="val/loss",
+        callbacks=callbacks,
+        summarize_fn=summarize,
+    )
+    started = time.perf_counter()
+    trainer.fit(*loaders)
+    # Each epoch's seconds: from the previous epoch's end (or the start) to its own end.
+    starts = [started, *clock.ends[:-1]]
+    return clock.losses, [end - start for start, end in zip(starts, clock.ends, strict=True)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (first: warm-up)")
+    parser.add_argument("--only", choices=sorted(CASES), help="one model only")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())  # as each run finds the machine
+    rows = []
+    for name in [args.only] if args.only else list(CASES):
+        make_model, size, train_n, val_n = CASES[name]
+        loaders = make_loaders(size, train_n, val_n)
+        raw_losses, raw_seconds = raw_loop(make_model, loaders, args.epochs)
+        with tempfile.TemporaryDirectory() as tmp:
+            ours_losses, ours_seconds = trainer_loop(make_model, loaders, args.epochs, Path(tmp))
+        for epoch, (a, b) in enumerate(zip(raw_losses, ours_losses, strict=True), start=1):
+            assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
+        raw = statistics.median(raw_seconds[1:])
+        ours = statistics.median(ours_seconds[1:])
+        steps = -(-train_n // BATCH)
+        rows.append((name, size, steps, raw, ours))
+        print(f"{name}: raw {raw_seconds}, trainer {ours_seconds}, losses {ours_losses}")
+    print(f"\nepochs of in-memory batches of {BATCH}, median of {args.epochs - 1} after a warm-up")
+    print(f"{torch.get_num_threads()} CPU threads; epoch losses agree to 5 decimals\n")
+    print("| model | input | steps/epoch | raw s/epoch | Trainer s/epoch | Trainer / raw |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, size, steps, raw, ours in rows:
+        print(f"| {name} | {size} px | {steps} | {raw:.3f} | {ours:.3f} | {ours / raw:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
