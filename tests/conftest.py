@@ -27,6 +27,14 @@ class CliResult:
         return json.loads((self.run_dir / "metrics.json").read_text())
 
 
+def cli_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """``train ARGS`` as ``python -m torchcamp.trainer.cli`` without progress bars, and its
+    environment (unbuffered output, no TORCHCAMP_DATA from the developer's shell)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TORCHCAMP_DATA", None)
+    return [sys.executable, "-m", "torchcamp.trainer.cli", *args, "trainer.progress=false"], env
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """Run ``train ARGS`` (as ``python -m torchcamp.trainer.cli``) with cwd=tmp_path.
@@ -40,15 +48,9 @@ def run_cli(tmp_path):
         run_dir = tmp_path / f"run{next(counter)}"
         if not any(a.startswith(("hydra.run.dir=", "-m", "--multirun")) for a in args):
             args.append(f"hydra.run.dir={run_dir}")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("TORCHCAMP_DATA", None)
+        command, env = cli_command(*args)
         completed = subprocess.run(
-            [sys.executable, "-m", "torchcamp.trainer.cli", *args, "trainer.progress=false"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
         )
         result = CliResult(completed, run_dir)
         if check and completed.returncode != 0:
@@ -95,9 +97,7 @@ class BackgroundCli:
     @staticmethod
     def start(cwd: Path, *args: str) -> subprocess.Popen:
         """``train ARGS`` (with ``trainer.progress=false``) in ``cwd``; output captured."""
-        command = [sys.executable, "-m", "torchcamp.trainer.cli", *args, "trainer.progress=false"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("TORCHCAMP_DATA", None)
+        command, env = cli_command(*args)
         pipe = subprocess.PIPE
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True)
 

@@ -374,7 +374,7 @@ def _cache_decoded(splits: dict[str, Any], budget_mb: float) -> float:
     """Keep each split's decoded (and resized) images in memory while they fit in
     ``data.cache_mb`` all together; returns the MB used. Splits whose dataset cannot cache
     (no ``cache_decoded``) read from disk as before."""
-    left = int(budget_mb * 2**20)
+    budget = left = int(budget_mb * 2**20)
     for name, dataset in splits.items():
         if hasattr(dataset, "cache_decoded"):
             used = dataset.cache_decoded(left)
@@ -386,7 +386,7 @@ def _cache_decoded(splits: dict[str, Any], budget_mb: float) -> float:
                     used / 2**20,
                 )
             left -= used
-    return (int(budget_mb * 2**20) - left) / 2**20
+    return (budget - left) / 2**20
 
 
 def _build_loaders(cfg: DictConfig, splits: dict, collate_fn: Any, device: Any) -> dict[str, Any]:
@@ -622,9 +622,7 @@ def _record_failed_job(run_dir: Path, error: Exception) -> None:
     else:
         log.exception("job failed: %s", message)
     print(f"error: job {run_dir.name} failed: {message}", file=sys.stderr)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    failed = {"status": "failed", "error": message}
-    (run_dir / "metrics.json").write_text(json.dumps(failed, indent=2) + "\n")
+    _write_metrics({"status": "failed", "error": message}, [run_dir], is_main=True)
 
 
 def _user_message(error: UserError) -> str:

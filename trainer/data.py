@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any
@@ -67,7 +67,7 @@ class SeededSamples(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset) if isinstance(self.dataset, Sized) else 0
+        return len(self.dataset)
 
     def __getitem__(self, key: SampleKey) -> Any:
         seed, epoch, index = key
