@@ -8,8 +8,11 @@ cross entropy, a validation pass after every epoch. The raw loop is the course's
 (forward, zero_grad, loss, backward, step; running loss and accuracy). The Trainer runs as
 ``train`` builds it: the task's classification step, ModelCheckpoint (last.pt and best.pt every
 epoch) and TensorBoardLogger (per-step scalars, per-epoch histograms), the progress bar when
-stdout is a terminal. The first epoch of each is a warm-up and is not timed; the epoch mean
-losses must agree to 5 decimals. Data loading is left out on purpose (tensors already in
+stdout is a terminal (checkpoints are written on a thread while the next epoch trains, so
+an epoch's time includes writing the previous epoch's files only where the write is slower
+than the epoch). The first epoch of each run is a warm-up and is not timed; each loop runs
+``--repeats`` times, alternating with the other, and every run's epoch mean losses must
+agree to 5 decimals. Data loading is left out on purpose (tensors already in
 memory): what is measured is what the Trainer adds around the step.
 """
 
@@ -34,7 +37,8 @@ from torchcamp.trainer.trainer import Trainer
 
 CASES = {  # name -> (model factory, image size, training images, validation images)
     "lenet": (lambda: LeNet(num_classes=2), 32, 1600, 160),
-    "resnet18": (lambda: torchvision.models.resnet18(num_classes=2), 224, 96, 32),
+    # hymenoptera's training set: 244 images, 16 steps an epoch
+    "resnet18": (lambda: torchvision.models.resnet18(num_classes=2), 224, 240, 48),
 }
 BATCH = 16
 
@@ -124,23 +128,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (first: warm-up)")
     parser.add_argument("--only", choices=sorted(CASES), help="one model only")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each loop, alternating (machine drift)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())  # as each run finds the machine
     rows = []
     for name in [args.only] if args.only else list(CASES):
         make_model, size, train_n, val_n = CASES[name]
         loaders = make_loaders(size, train_n, val_n)
-        raw_losses, raw_seconds = raw_loop(make_model, loaders, args.epochs)
-        with tempfile.TemporaryDirectory() as tmp:
-            ours_losses, ours_seconds = trainer_loop(make_model, loaders, args.epochs, Path(tmp))
-        for epoch, (a, b) in enumerate(zip(raw_losses, ours_losses, strict=True), start=1):
-            assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
-        raw = statistics.median(raw_seconds[1:])
-        ours = statistics.median(ours_seconds[1:])
+        raw_seconds, ours_seconds = [], []
+        for _ in range(args.repeats):
+            raw_losses, seconds = raw_loop(make_model, loaders, args.epochs)
+            raw_seconds += seconds[1:]
+            with tempfile.TemporaryDirectory() as tmp:
+                ours_losses, seconds = trainer_loop(make_model, loaders, args.epochs, Path(tmp))
+            ours_seconds += seconds[1:]
+            for epoch, (a, b) in enumerate(zip(raw_losses, ours_losses, strict=True), start=1):
+                assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
+            print(f"{name}: raw {raw_seconds}, trainer {ours_seconds}, losses {ours_losses}")
+        raw = statistics.median(raw_seconds)
+        ours = statistics.median(ours_seconds)
         steps = -(-train_n // BATCH)
         rows.append((name, size, steps, raw, ours))
-        print(f"{name}: raw {raw_seconds}, trainer {ours_seconds}, losses {ours_losses}")
-    print(f"\nepochs of in-memory batches of {BATCH}, median of {args.epochs - 1} after a warm-up")
+    timed = args.repeats * (args.epochs - 1)
+    print(f"\nepochs of in-memory batches of {BATCH}: median of {timed} (each run's first epoch")
+    print(f"is a warm-up; {args.repeats} runs of each loop, alternating)")
     print(f"{torch.get_num_threads()} CPU threads; epoch losses agree to 5 decimals\n")
     print("| model | input | steps/epoch | raw s/epoch | Trainer s/epoch | Trainer / raw |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -8,6 +8,7 @@ floats for the BCE family, and so on — and :class:`AdaptedLoss` converts in th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,8 @@ class AdaptedLoss(nn.Module):
         self.loss, self.input, self.target = loss, input, target
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(logits.device.type, enabled=False):
+        autocast = torch.is_autocast_enabled(logits.device.type)
+        with torch.autocast(logits.device.type, enabled=False) if autocast else nullcontext():
             prediction = INPUTS[self.input](logits.float())
             return self.loss(prediction, TARGETS[self.target](labels, logits.shape[1]))
 

@@ -9,7 +9,12 @@ import pytest
 import torch
 import yaml
 
-from torchcamp.trainer.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from torchcamp.trainer.checkpoint import (
+    BackgroundWriter,
+    find_resume_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from torchcamp.trainer.errors import UserError
 
 
@@ -144,3 +149,32 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"cannot read checkpoint .*crafted.pt"):
         load_checkpoint(path)
     assert not marker.exists()  # weights_only=True never called os.system
+
+
+def test_the_background_writer_snapshots_the_state_and_links_best(tmp_path):
+    weights = torch.ones(3)
+    writer = BackgroundWriter()
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    writer.save({"model": {"w": weights}, "epoch": 1}, last, [best])
+    weights.zero_()  # the next optimizer step changes the weights while the file is written
+    writer.wait()
+    assert torch.equal(load_checkpoint(best)["model"]["w"], torch.ones(3))
+    assert os.path.samefile(last, best)  # a hard link, not a second copy
+    writer.save({"model": {"w": weights}, "epoch": 2}, last)
+    writer.wait()
+    # last.pt is replaced by a rename, so the best epoch's file is untouched.
+    assert load_checkpoint(last)["epoch"] == 2 and load_checkpoint(best)["epoch"] == 1
+
+
+def test_a_failed_background_write_is_raised_by_the_next_wait(tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(obj, file, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    writer = BackgroundWriter()
+    writer.save({"model": {}, "epoch": 1}, tmp_path / "last.pt")
+    with pytest.raises(UserError, match="No space left on device"):
+        writer.wait()
+    writer.wait()  # reported once

@@ -189,3 +189,27 @@ def test_cfg_job_prints_the_config_without_training(tmp_path):
         check=True,
     ).stdout
     assert "max_epochs" in out and not (tmp_path / "outputs").exists()
+
+
+def test_histograms_are_counted_in_torch_and_skip_nonfinite_values(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from torchcamp.trainer.callbacks import HISTOGRAM_BINS, TensorBoardLogger
+
+    logger = TensorBoardLogger(tmp_path)
+    logger.writer = SummaryWriter(tmp_path)
+    values = torch.linspace(-1.0, 3.0, 1000)
+    logger._histogram("w", values, 1)
+    logger._histogram("same", torch.full((5,), 2.0), 1)
+    logger._histogram("diverged", torch.tensor([1.0, float("nan")]), 1)
+    logger.writer.close()
+    events = read_events(tmp_path)
+    assert "diverged" not in events.Tags()["histograms"]
+    (hist,) = events.Histograms("w")
+    assert hist.histogram_value.num == 1000 and sum(hist.histogram_value.bucket) == 1000
+    assert len(hist.histogram_value.bucket) == HISTOGRAM_BINS
+    assert (hist.histogram_value.min, hist.histogram_value.max) == (-1.0, 3.0)
+    assert hist.histogram_value.bucket_limit[-1] == 3.0
+    assert abs(hist.histogram_value.sum - float(values.sum())) < 1e-3
+    (same,) = events.Histograms("same")
+    assert list(same.histogram_value.bucket) == [5]

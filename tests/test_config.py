@@ -109,3 +109,16 @@ def test_data_root_follows_environment(monkeypatch):
     assert compose_with().data.root == "/somewhere/data"
     monkeypatch.delenv("TORCHCAMP_DATA")
     assert compose_with().data.root == "data"
+
+
+def test_num_workers_auto_is_none_on_the_cpu_and_one_per_core_up_to_8_on_cuda(monkeypatch):
+    from torchcamp.trainer import cli
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 16)
+    assert cli._num_workers("auto", cpu, 1) == 0
+    assert cli._num_workers("auto", cuda, 1) == 8
+    assert cli._num_workers("auto", cuda, 4) == 3  # 4 cores per DDP process, one trains
+    assert cli._num_workers(2, cpu, 1) == 2
+    with pytest.raises(UserError, match=r"data\.num_workers=many .*auto or an integer"):
+        validate(OmegaConf.create({"data": {"num_workers": "many"}}))

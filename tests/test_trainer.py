@@ -196,3 +196,41 @@ def test_fp16_counts_the_steps_the_scaler_skips(caplog):
     trainer.train_one_epoch(DataLoader(make_data(n=16), batch_size=8))
     assert trainer.skipped_steps >= 1 and trainer.global_step == 2
     assert "fp16: optimizer step 1 skipped" in caplog.text
+
+
+def test_a_compiled_channels_last_model_saves_and_resumes_as_a_plain_model():
+    def conv_model(seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(16, 3, 6, 6, generator=generator)
+    data = TensorDataset(images, torch.randint(0, 3, (16,), generator=generator))
+    seen = []
+
+    def step(model, batch, loss_fn):
+        seen.append(batch[0].is_contiguous(memory_format=torch.channels_last))
+        return classification_step(model, batch, loss_fn)
+
+    model = conv_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    # The eager backend: the same wrapping as inductor's, without minutes of C++ compiling.
+    trainer = Trainer(
+        model,
+        step,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        max_epochs=1,
+        progress=False,
+        channels_last=True,
+        compile={"backend": "eager"},
+    )
+    trainer.fit(DataLoader(data, batch_size=8))
+    assert all(seen) and isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
+    assert model.state_dict()["0.weight"].is_contiguous(memory_format=torch.channels_last)
+    state = trainer.state_dict()
+    assert list(state["model"]) == list(conv_model().state_dict())  # no `_orig_mod.` prefix
+    plain = make_trainer(conv_model(seed=1))
+    plain.load_state_dict(state)
+    for a, b in zip(plain.module.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)

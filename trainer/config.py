@@ -71,13 +71,21 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.deterministic": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.cudnn_benchmark": (lambda v: isinstance(v, bool), "true or false"),
     "trainer.detect_anomaly": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.channels_last": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.compile": (
+        lambda v: isinstance(v, (bool, dict, DictConfig)),
+        "true, false, or torch.compile's keyword arguments such as {mode:max-autotune}",
+    ),
     "trainer.checkpoint_every_n_steps": (
         lambda v: v is None or (_is_int(v) and v >= 1),
         "null or an integer >= 1",
     ),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder path"),
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "data.num_workers": (
+        lambda v: v == "auto" or (_is_int(v) and v >= 0),
+        "auto or an integer >= 0",
+    ),
     "data.synthetic": (lambda v: isinstance(v, bool), "true or false"),
     "data.augment": (lambda v: isinstance(v, bool), "true or false"),
     "data.balance": _one_of("none", "sampler", "weights"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ class EpochSums:
     """
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor | float] = defaultdict(float)
+        self.sums: dict[str, torch.Tensor] = {}
         self.count_sums: dict[str, torch.Tensor] = {}
         self.weight = 0
 
@@ -30,26 +29,24 @@ class EpochSums:
             if not isinstance(value, torch.Tensor):
                 continue
             value = value.detach()
-            if value.ndim == 0:
-                self.sums[name] = self.sums[name] + value.float() * weight
-            elif name in self.count_sums:
-                self.count_sums[name] = self.count_sums[name] + value
-            else:
-                self.count_sums[name] = value.clone()
+            sums = self.sums if value.ndim == 0 else self.count_sums
+            if name not in sums:  # float64: a long epoch's sum keeps every batch's digits
+                dtype = torch.float64 if value.ndim == 0 else value.dtype
+                sums[name] = torch.zeros_like(value, dtype=dtype)
+            sums[name].add_(value, alpha=weight if value.ndim == 0 else 1)
         self.weight += weight
 
     def state_dict(self) -> dict[str, Any]:
         """The sums so far (for a checkpoint written mid-epoch), on the CPU."""
         return {
-            "sums": {n: torch.as_tensor(v).cpu() for n, v in self.sums.items()},
+            "sums": {n: v.cpu() for n, v in self.sums.items()},
             "count_sums": {n: t.cpu() for n, t in self.count_sums.items()},
             "weight": self.weight,
         }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         """Continue from :meth:`state_dict`'s sums (empty: start from zero)."""
-        self.sums.clear()
-        self.sums.update({n: v.to(device) for n, v in (state.get("sums") or {}).items()})
+        self.sums = {n: v.to(device) for n, v in (state.get("sums") or {}).items()}
         self.count_sums = {n: t.to(device) for n, t in (state.get("count_sums") or {}).items()}
         self.weight = state.get("weight", 0)
 

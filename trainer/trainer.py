@@ -40,7 +40,12 @@ from torchcamp.trainer.params import (
     without_grad,
 )
 from torchcamp.trainer.regularizers import Regularizer
-from torchcamp.trainer.utils import get_rng_state, move_to_device, set_rng_state
+from torchcamp.trainer.utils import (
+    get_rng_state,
+    move_to_device,
+    set_rng_state,
+    to_channels_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +88,22 @@ class Trainer:
         progress: bool = True,
         summarize_fn: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None,
         make_evaluator: Callable[[], Evaluator] | None = None,
+        channels_last: bool = False,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
-        # `model` may be wrapped (DistributedDataParallel, DataParallel): it runs the training
-        # steps; `module` is the bare model that is evaluated, summarised and saved.
-        self.model = model.to(self.device)
+        # `model` may be wrapped (DistributedDataParallel, DataParallel, torch.compile): it runs
+        # the steps; `module` is the bare model that is summarised and saved, so a checkpoint
+        # of a compiled run loads into a plain model and the other way round.
+        # NHWC: faster convolutions on tensor cores and oneDNN; inputs follow in `_to_device`.
+        self.channels_last = channels_last
+        memory_format = torch.channels_last if channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
         self.module = distributed.unwrap(model)
+        if compile:
+            self.model = torch.compile(self.model, **({} if compile is True else compile))
         if isinstance(loss_fn, nn.Module):
             loss_fn.to(self.device)  # class weights and other buffers
         self.step_fn, self.loss_fn, self.regularizer = step_fn, loss_fn, regularizer
@@ -262,7 +275,7 @@ class Trainer:
         means = EpochSums()
         evaluator = self.make_evaluator() if self.make_evaluator is not None else None
         for batch in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
-            batch = move_to_device(batch, self.device)
+            batch = self._to_device(batch)
             out: dict[str, Any] = {}
             for phase in self.optimizers:
                 out |= self._named(phase, self._forward(batch, False, model=model, phase=phase))
@@ -290,7 +303,7 @@ class Trainer:
     ) -> dict[str, torch.Tensor]:
         """Forward and backward for every part (one, or a GAN's D then G) on one micro-batch of
         an accumulation window; each optimizer steps at the window's end."""
-        batch = move_to_device(batch, self.device)
+        batch = self._to_device(batch)
         # DDP all-reduces gradients on every backward; only the window's last one needs it.
         no_sync = getattr(self.model, "no_sync", None)
         out: dict[str, torch.Tensor] = {}
@@ -300,8 +313,10 @@ class Trainer:
             sync = nullcontext() if steps_now or no_sync is None else no_sync()
             with without_grad(self.held_fixed[phase]), sync:
                 phase_out = self._forward(batch, training=True, phase=phase)
-                self._check_finite(phase_out["loss"], phase)
-                self.scaler.scale(phase_out["loss"] / window_size).backward()
+                loss = self._check_finite(phase_out["loss"], phase)
+                if window_size > 1:  # the window's gradient is the mean of its micro-batches'
+                    loss = loss / window_size
+                self.scaler.scale(loss).backward()
             if steps_now:
                 self._optimizer_step(optimizer)
             out |= self._named(phase, phase_out)
@@ -325,11 +340,15 @@ class Trainer:
                 out["loss"] = out["loss"] + penalty
         return out
 
-    def _check_finite(self, loss: torch.Tensor, phase: str) -> None:
-        """Stop at a NaN/Inf loss before it reaches the weights; under fp16 the GradScaler
-        skips such steps itself (counted in :meth:`_update_scaler`)."""
-        if self.scaler.is_enabled() or torch.isfinite(loss.detach()).all():
-            return
+    def _to_device(self, batch: Any) -> Any:
+        batch = move_to_device(batch, self.device)
+        return to_channels_last(batch) if self.channels_last else batch
+
+    def _check_finite(self, loss: torch.Tensor, phase: str) -> torch.Tensor:
+        """``loss``, or stop at a NaN/Inf loss before it reaches the weights; under fp16 the
+        GradScaler skips such steps itself (counted in :meth:`_update_scaler`)."""
+        if self.scaler.is_enabled() or math.isfinite(loss.item()):
+            return loss
         part = f" (part {phase})" if self.phased else ""
         raise NonFiniteLossError(
             f"the loss{part} is {loss.item()} at optimizer step {self.global_step + 1} (epoch "
@@ -372,7 +391,7 @@ class Trainer:
     def _closure_step(self, batch: Any) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         # The optimizer calls the closure many times (line search): copy the batch over once.
-        batch = move_to_device(batch, self.device)
+        batch = self._to_device(batch)
         optimizer = self.optimizer
 
         def closure() -> torch.Tensor:
