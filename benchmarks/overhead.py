@@ -7,7 +7,9 @@ For each model: the same initial weights, the same in-memory batches in the same
 cross entropy, a validation pass after every epoch. The raw loop is the course's §2.1 loop
 (forward, zero_grad, loss, backward, step; running loss and accuracy). The Trainer runs as
 ``train`` builds it: the task's classification step, ModelCheckpoint (last.pt and best.pt every
-epoch) and TensorBoardLogger (per-step scalars, per-epoch histograms), the progress bar when
+epoch), TensorBoardLogger (per-step scalars, per-epoch histograms and confusion matrices) and
+ModelViewsLogger with ``trainer.log``'s defaults (input batch and graph at the start; kernels,
+feature maps and Grad-CAM on 4 validation images every epoch), the progress bar when
 stdout is a terminal (checkpoints are written on a thread while the next epoch trains, so
 an epoch's time includes writing the previous epoch's files only where the write is slower
 than the epoch). The first epoch of each run is a warm-up and is not timed; each loop runs
@@ -32,7 +34,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchcamp.tasks.classification import build_loss, summarize
 from torchcamp.tasks.classification import classification_step as step
 from torchcamp.tasks.models import LeNet
-from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
+from torchcamp.trainer import visualize
+from torchcamp.trainer.callbacks import ModelCheckpoint, ModelViewsLogger, TensorBoardLogger
 from torchcamp.trainer.trainer import Trainer
 
 CASES = {  # name -> (model factory, image size, training images, validation images)
@@ -96,15 +99,33 @@ class EpochClock:
         self.ends.append(time.perf_counter())
 
 
+def default_views(model: nn.Module, tensorboard: TensorBoardLogger, loaders) -> ModelViewsLogger:
+    """The views ``train`` draws by default (every ``trainer.log`` switch on, 4 images)."""
+    train_images, _ = next(iter(loaders[0]))
+    val_images, _ = next(iter(loaders[1]))
+    first_conv = visualize.first_conv(model)
+    return ModelViewsLogger(
+        tensorboard,
+        train_images=train_images,
+        graph_inputs=(train_images[:1],),
+        images=val_images[:4],
+        kernel_layer=first_conv,
+        feature_layer=first_conv,
+        grad_cam_layer=visualize.grad_cam_layer(model),
+    )
+
+
 def trainer_loop(make_model, loaders, epochs: int, run_dir: Path) -> tuple[list[float], list]:
     """The Trainer with train's default callbacks; returns epoch losses and seconds."""
     torch.manual_seed(0)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     clock = EpochClock()
+    tensorboard = TensorBoardLogger(run_dir / "tb", class_names=["a", "b"])
     callbacks = [
         ModelCheckpoint(run_dir / "checkpoints"),
-        TensorBoardLogger(run_dir / "tb", class_names=["a", "b"]),
+        tensorboard,
+        default_views(model, tensorboard, loaders),
         clock,
     ]
     trainer = Trainer(

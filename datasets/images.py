@@ -209,6 +209,25 @@ def find_images(root: str | Path, layout_help: str) -> list[Path]:
     return files
 
 
+def image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """The image files ``inputs`` names, for ``predict``: a file as given (one that is not a
+    readable image stops the run when it is read); a folder as its image files at any depth,
+    sorted, other files in it skipped. A missing path or a folder without images, or no inputs
+    at all, is a :class:`UserError`."""
+    if not inputs:
+        raise UserError("no inputs: give images with inputs=[photo.jpg,folder/]")
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += find_images(path, "inputs= takes image files and folders that hold some")
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"inputs: no such file or folder: {path}")
+    return files
+
+
 class ImageFiles:
     """Map-style dataset of unlabelled images: ``dataset[i]`` is the transformed RGB image.
 

@@ -114,6 +114,14 @@ class Vocab:
         self.itos: tuple[str, ...] = (PAD, UNK, *sorted({c for name in names for c in name}))
         self.stoi = {token: index for index, token in enumerate(self.itos)}
 
+    @classmethod
+    def from_itos(cls, itos: Sequence[str]) -> Vocab:
+        """The vocabulary whose ``itos`` this is (as a checkpoint keeps it): its characters,
+        each taken as a one-letter name, give back the same sorted table."""
+        if tuple(itos[:2]) != (PAD, UNK):
+            raise UserError(f"not a names vocabulary (it must start with {PAD}, {UNK}): {itos[:5]}")
+        return cls(list(itos[2:]))
+
     def __len__(self) -> int:
         return len(self.itos)
 

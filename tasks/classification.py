@@ -1,4 +1,5 @@
-"""What single-label classification tasks share: the step, and feeding any loss from logits.
+"""What single-label classification tasks share: the step, feeding any loss from logits, and
+predicting from image files.
 
 A classifier produces logits ``[N, C]`` and has class-index targets ``[N]``. Each loss config
 says (under ``adapt``) what its loss wants instead — log-probabilities for ``nll``, one-hot
@@ -7,14 +8,21 @@ floats for the BCE family, and so on — and :class:`AdaptedLoss` converts in th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
+from torchcamp.datasets.images import ImageFiles, image_inputs
 from torchcamp.trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from torchcamp.trainer.inference import PredictOptions
 
 # How logits become the loss's input, and class indices its target.
 INPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -97,3 +105,37 @@ def summarize(counts: Mapping[str, torch.Tensor]) -> dict[str, float]:
     support = confusion.sum(dim=1)
     recalls = confusion.diagonal()[support > 0] / support[support > 0]
     return {"macro_acc": recalls.mean().item()}
+
+
+def describe_data(train_set: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of the training data, so that the model can be rebuilt and its
+    outputs named without it: the class names."""
+    return {"classes": list(train_set.classes)}
+
+
+@torch.no_grad()
+def predict_images(
+    model: nn.Module,
+    inputs: Sequence[str | Path],
+    transform: Callable,
+    options: PredictOptions,
+) -> list[dict[str, Any]]:
+    """``{"file", "label", "prob"}`` for every image ``inputs`` names (folders expanded): the
+    most probable class after ``transform`` (the task's evaluation transform) and its softmax
+    probability, in batches of ``options.batch_size`` on ``options.device``."""
+    files = image_inputs(inputs)
+    classes = options.data["classes"]
+    loader = DataLoader(
+        ImageFiles(files, transform),
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+    )
+    probs, labels = [], []
+    for images in loader:
+        prob, label = model(images.to(options.device)).float().softmax(dim=1).max(dim=1)
+        probs += prob.tolist()
+        labels += label.tolist()
+    return [
+        {"file": str(path), "label": classes[label], "prob": prob}
+        for path, label, prob in zip(files, labels, probs, strict=True)
+    ]

@@ -8,19 +8,23 @@ gradients, and keeps AMP, accumulation, clipping and checkpoints for both optimi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torchvision import transforms
-from torchvision.utils import make_grid
+from torchvision.utils import make_grid, save_image
 
 from torchcamp.datasets.faces import render_synthetic_faces
 from torchcamp.datasets.images import ImageFiles, find_images
 from torchcamp.trainer import distributed
 from torchcamp.trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from torchcamp.trainer.inference import PredictOptions
 
 __all__ = [
     "DCGAN",
@@ -31,12 +35,16 @@ __all__ = [
     "build_loss",
     "build_model",
     "epoch_images",
+    "forward_images",
+    "generate",
     "make_synthetic_data",
     "optimized_modules",
+    "predict",
     "step",
 ]
 
 IMAGE_SIZE = 64  # the architecture below is built for 64x64 images
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # images scaled to [-1, 1], as the generator's tanh
 SAMPLE_GRID = 8  # epoch_images draws an 8x8 grid
 SAMPLE_SEED = 0  # the fixed noise behind every epoch's grid, so epochs compare like for like
 LAYOUT_HELP = (
@@ -164,7 +172,7 @@ def build_datasets(
             transforms.Resize(IMAGE_SIZE),
             transforms.CenterCrop(IMAGE_SIZE),
             transforms.ToTensor(),
-            transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+            transforms.Normalize(MEAN, STD),
         ]
     )
     files = find_images(root, LAYOUT_HELP)
@@ -201,6 +209,12 @@ def build_loss(loss: Callable | None, adapt: Mapping[str, Any] | None) -> Advers
     return AdversarialLoss(loss, smoothing)
 
 
+def forward_images(model: DCGAN, images: torch.Tensor) -> torch.Tensor:
+    """The discriminator on real images, for TensorBoard's views of the model (its kernels
+    and feature maps look at the images; the generator sees only noise)."""
+    return model.discriminator(images)
+
+
 def step(
     model: nn.Module, batch: torch.Tensor, loss_fn: AdversarialLoss, phase: str
 ) -> dict[str, torch.Tensor]:
@@ -213,25 +227,59 @@ def step(
 
 
 @torch.no_grad()
-def epoch_images(model: DCGAN, dataset: Any, device: torch.device) -> dict[str, torch.Tensor]:
-    """``{"samples": an 8x8 grid}`` from the same noise every epoch, as uint8 ``[3, H, W]``.
-
-    The generator runs in training mode, as the course draws its samples (its BatchNorm uses
-    the batch's statistics), and its running statistics are put back afterwards.
-    """
-    generator = model.generator
+def generate(generator: Generator, noise: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] from ``noise``, with the generator in training mode, as the course draws
+    its samples (its BatchNorm uses the batch's statistics); its running statistics and mode
+    are put back afterwards."""
     saved = {name: buffer.clone() for name, buffer in generator.named_buffers()}
     was_training = generator.training
-    noise = torch.randn(
-        SAMPLE_GRID**2, model.nz, 1, 1, generator=torch.Generator().manual_seed(SAMPLE_SEED)
-    )
     generator.train()
-    fakes = generator(noise.to(device)).float().cpu()
+    fakes = generator(noise)
     generator.train(was_training)
     for name, buffer in generator.named_buffers():
         buffer.copy_(saved[name])
+    return fakes
+
+
+@torch.no_grad()
+def epoch_images(model: DCGAN, dataset: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    """``{"samples": an 8x8 grid}`` from the same noise every epoch, as uint8 ``[3, H, W]``."""
+    noise = torch.randn(
+        SAMPLE_GRID**2, model.nz, 1, 1, generator=torch.Generator().manual_seed(SAMPLE_SEED)
+    )
+    fakes = generate(model.generator, noise.to(device)).float().cpu()
     grid = make_grid(fakes, nrow=SAMPLE_GRID, padding=2, normalize=True, value_range=(-1, 1))
     return {"samples": (grid * 255).round().to(torch.uint8)}
+
+
+@torch.no_grad()
+def predict(model: DCGAN, inputs: Sequence[str], options: PredictOptions) -> list[dict[str, Any]]:
+    """Draw ``options.num_images`` images from noise seeded by ``options.seed``, in batches of
+    ``options.batch_size``: ``<output_dir>/sample_NNNN.png`` each and ``grid.png`` of all,
+    one ``{"file"}`` record per file written (the grid's with ``"grid": true``)."""
+    if inputs:
+        raise UserError(
+            "task=dcgan draws images from noise and reads no inputs: drop inputs=, and set "
+            "predict.num_images=N"
+        )
+    seeded = torch.Generator().manual_seed(options.seed)
+    noise = torch.randn(options.num_images, model.nz, 1, 1, generator=seeded)
+    fakes = torch.cat(
+        [
+            generate(model.generator, batch.to(options.device)).float().cpu()
+            for batch in noise.split(options.batch_size)
+        ]
+    )
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for index, fake in enumerate(fakes):
+        path = options.output_dir / f"sample_{index:04d}.png"
+        save_image(fake, path, normalize=True, value_range=(-1, 1))
+        records.append({"file": str(path)})
+    grid = options.output_dir / "grid.png"
+    columns = math.ceil(math.sqrt(len(fakes)))
+    save_image(fakes, grid, nrow=columns, padding=2, normalize=True, value_range=(-1, 1))
+    return [*records, {"file": str(grid), "grid": True}]
 
 
 def make_synthetic_data(root: str | Path, seed: int) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torchvision import transforms
@@ -14,20 +15,40 @@ from torchcamp.datasets.hymenoptera import (
     render_synthetic_hymenoptera,
 )
 from torchcamp.datasets.images import ImageList
-from torchcamp.tasks.classification import build_loss, summarize
+from torchcamp.tasks.classification import build_loss, describe_data, predict_images, summarize
 from torchcamp.tasks.classification import classification_step as step
+
+if TYPE_CHECKING:
+    from torchcamp.trainer.inference import PredictOptions
 
 __all__ = [
     "build_datasets",
     "build_loss",
     "build_model",
+    "describe_data",
     "download",
+    "eval_transform",
     "make_synthetic_data",
+    "predict",
     "step",
     "summarize",
 ]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD  # what TensorBoard's image views undo
+
+
+def eval_transform(image_size: int = 224) -> transforms.Compose:
+    """The course's validation transform: Resize(size * 256/224), CenterCrop(size), ToTensor,
+    ImageNet's Normalize."""
+    return transforms.Compose(
+        [
+            transforms.Resize(round(image_size * 256 / 224)),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def build_datasets(
@@ -42,32 +63,23 @@ def build_datasets(
     Train: RandomResizedCrop + horizontal flip; val: Resize(size * 256/224) + CenterCrop.
     ``skip_corrupt`` leaves out images that cannot be decoded.
     """
-    resize = round(image_size * 256 / 224)
-    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    eval_transform = transforms.Compose(
-        [
-            transforms.Resize(resize),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
+    evaluation = eval_transform(image_size)
     train_transform = transforms.Compose(
         [
             transforms.RandomResizedCrop(image_size),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
-            normalize,
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
     if not augment:
-        train_transform = eval_transform
+        train_transform = evaluation
     splits, classes = find_hymenoptera_splits(root)
     return {
         split: ImageList(
             splits[split],
             classes,
-            train_transform if split == "train" else eval_transform,
+            train_transform if split == "train" else evaluation,
             skip_corrupt=skip_corrupt,
             split=split,
         )
@@ -88,3 +100,12 @@ def make_synthetic_data(root: str | Path, seed: int) -> None:
 def download(root: str | Path) -> None:
     """Fetch the tutorial's zip into ``root`` (``data.download=true``)."""
     download_hymenoptera(root)
+
+
+def predict(
+    model: nn.Module, inputs: Sequence[str | Path], options: PredictOptions
+) -> list[dict[str, Any]]:
+    """``{"file", "label", "prob"}`` per image (folders expanded), through the validation
+    transform at the run's ``task.options.image_size``."""
+    image_size = options.task_options.get("image_size", 224)
+    return predict_images(model, inputs, eval_transform(image_size), options)

@@ -8,8 +8,9 @@ cell and updates the weights by hand. Here names come in padded batches: the han
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +18,21 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from torchcamp.datasets.names import (
+    ALL_LETTERS,
     PAD_INDEX,
     NameList,
+    Vocab,
     download_names,
     load_names,
+    to_ascii,
     write_synthetic_names,
 )
 from torchcamp.datasets.names import collate_names as collate_fn
 from torchcamp.tasks.classification import build_loss, classification_outputs, summarize
+from torchcamp.trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from torchcamp.trainer.inference import PredictOptions
 
 __all__ = [
     "CourseRNN",
@@ -35,8 +43,10 @@ __all__ = [
     "build_loss",
     "build_model",
     "collate_fn",
+    "describe_data",
     "download",
     "make_synthetic_data",
+    "predict",
     "step",
     "summarize",
 ]
@@ -80,6 +90,64 @@ def step(model: nn.Module, batch: Batch, loss_fn: Callable) -> dict[str, torch.T
     """``(inputs, lengths, labels)`` -> loss, accuracy and the batch's confusion counts."""
     inputs, lengths, labels = batch
     return classification_outputs(model(inputs, lengths), labels, loss_fn)
+
+
+def describe_data(train_set: NameList) -> dict[str, Any]:
+    """What a checkpoint keeps of the training data, so that the model can be rebuilt and names
+    encoded without it: the languages and the vocabulary (``build_model`` reads its length)."""
+    return {"classes": list(train_set.classes), "vocab": list(train_set.vocab.itos)}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, inputs: Sequence[str], options: PredictOptions
+) -> list[dict[str, Any]]:
+    """``{"name", "top": [{"label", "prob"}, ...]}`` per name: the ``options.top_k`` (3, as the
+    course's ``predict``) most probable languages with their softmax probabilities.
+
+    An input that is an existing file is read as names, one per line; any other is a name.
+    Names are reduced to ASCII as in training; letters never seen in training read as unknown.
+    """
+    names = read_name_inputs(inputs)
+    vocab, classes = Vocab.from_itos(options.data["vocab"]), options.data["classes"]
+    top_k = min(options.top_k, len(classes))
+    records = []
+    for start in range(0, len(names), options.batch_size):
+        chunk = names[start : start + options.batch_size]
+        tokens, lengths, _ = collate_fn([(vocab.encode(to_ascii(name)), 0) for name in chunk])
+        logits = model(tokens.to(options.device), lengths.to(options.device))
+        probs, indices = logits.float().softmax(dim=1).topk(top_k, dim=1)
+        for name, row_probs, row_indices in zip(
+            chunk, probs.tolist(), indices.tolist(), strict=True
+        ):
+            top = [
+                {"label": classes[i], "prob": p}
+                for i, p in zip(row_indices, row_probs, strict=True)
+            ]
+            records.append({"name": name, "top": top})
+    return records
+
+
+def read_name_inputs(inputs: Sequence[str]) -> list[str]:
+    """The names ``inputs`` gives: a file's non-empty lines (UTF-8), or the input itself."""
+    names: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.is_file():
+            names.append(item)
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            message = f"cannot read names from {path} ({error}): give a UTF-8 text file"
+            raise UserError(message) from error
+        names += [line.strip() for line in lines if line.strip()]
+    if not names:
+        raise UserError("no names: give inputs=[Hinton,Nguyen] or inputs=names.txt (one per line)")
+    for name in names:
+        if not to_ascii(name):
+            raise UserError(f"name {name!r} has none of the letters the model reads: {ALL_LETTERS}")
+    return names
 
 
 # ---- models ------------------------------------------------------------------------------

@@ -3,21 +3,25 @@
 Images of different sizes travel as lists (``collate_fn``); in training the model returns its
 four losses, which :func:`step` sums for the Trainer; in evaluation it returns detections, which
 :func:`make_evaluator` scores as COCO-style mAP (torchmetrics with pycocotools, the
-``detection`` extra).
+``detection`` extra). :func:`predict` draws a trained detector's boxes on any photos.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 from torchvision.utils import draw_bounding_boxes, make_grid
 
+from torchcamp.datasets.images import ImageFiles, image_inputs
 from torchcamp.datasets.pennfudan import (
     PennFudanDataset,
     detection_transforms,
@@ -27,8 +31,12 @@ from torchcamp.datasets.pennfudan import (
     split_pennfudan,
 )
 from torchcamp.datasets.pennfudan import collate_detection as collate_fn
+from torchcamp.tasks.classification import describe_data  # the class names, as a classifier's
 from torchcamp.trainer import distributed
 from torchcamp.trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from torchcamp.trainer.inference import PredictOptions
 
 __all__ = [
     "DetectionEvaluator",
@@ -36,10 +44,12 @@ __all__ = [
     "build_loss",
     "build_model",
     "collate_fn",
+    "describe_data",
     "download",
     "epoch_images",
     "make_evaluator",
     "make_synthetic_data",
+    "predict",
     "step",
 ]
 
@@ -167,6 +177,65 @@ def epoch_images(
         panels.append(F.center_crop(F.resize(picture, [240], antialias=True), [240, 320]))
     model.train(was_training)
     return {"val_detections": make_grid(panels, nrow=SHOWN_IMAGES, padding=4)}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, inputs: Sequence[str | Path], options: PredictOptions
+) -> list[dict[str, Any]]:
+    """Detections scoring at least ``options.threshold`` on every image ``inputs`` names
+    (folders expanded): ``{"file", "drawn", "boxes", "labels", "scores"}`` each, boxes as
+    ``[x1, y1, x2, y2]`` pixels. Each image is written with its boxes drawn (red, with scores)
+    to ``<output_dir>/<name>.png``, and every record to ``<output_dir>/predictions.json``."""
+    files = image_inputs(inputs)
+    classes = options.data["classes"]
+    # Photos differ in size: batches travel as lists, and the detector resizes each itself.
+    loader = DataLoader(
+        ImageFiles(files, _float_image),
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        collate_fn=list,
+    )
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    outputs = iter(zip(files, _output_paths(files, options.output_dir), strict=True))
+    records = []
+    for images in loader:
+        detections = model([image.to(options.device) for image in images])
+        for image, detection in zip(images, detections, strict=True):
+            keep = detection["scores"] >= options.threshold
+            boxes, scores = detection["boxes"][keep].cpu(), detection["scores"][keep].cpu()
+            picture = (image * 255).round().to(torch.uint8)
+            picture = _draw(picture, boxes, "red", [f"{s:.2f}" for s in scores.tolist()])
+            file, path = next(outputs)
+            Image.fromarray(picture.permute(1, 2, 0).numpy()).save(path)
+            labels = [classes[label] for label in detection["labels"][keep].tolist()]
+            records.append(
+                {
+                    "file": str(file),
+                    "drawn": str(path),
+                    "boxes": boxes.tolist(),
+                    "labels": labels,
+                    "scores": scores.tolist(),
+                }
+            )
+    (options.output_dir / "predictions.json").write_text(json.dumps(records, indent=2) + "\n")
+    return records
+
+
+def _float_image(image: Image.Image) -> torch.Tensor:
+    """A PIL image as float ``[3, H, W]`` in [0, 1], as the evaluation transform gives it."""
+    return F.to_dtype(F.to_image(image), torch.float32, scale=True).as_subclass(torch.Tensor)
+
+
+def _output_paths(files: Sequence[Path], folder: Path) -> list[Path]:
+    """``folder/<stem>.png`` per file; a stem seen before gets ``_2``, ``_3``... appended."""
+    seen: dict[str, int] = {}
+    paths = []
+    for file in files:
+        seen[file.stem] = seen.get(file.stem, 0) + 1
+        suffix = f"_{seen[file.stem]}" if seen[file.stem] > 1 else ""
+        paths.append(folder / f"{file.stem}{suffix}.png")
+    return paths
 
 
 def _draw(

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchcamp.trainer import distributed
+from torchcamp.trainer import distributed, visualize
 from torchcamp.trainer.checkpoint import BackgroundWriter, load_checkpoint, save_checkpoint
+from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.utils import move_to_device
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +125,13 @@ class ModelCheckpoint(Callback):
 class TensorBoardLogger(Callback):
     """Scalars, histograms and hyperparameters under ``log_dir``, stepped by optimizer steps.
 
-    Per optimizer step (every ``trainer.log_every_n_steps``): ``train/<name>_step`` and the lr
-    of every parameter group. Per epoch: the epoch metrics, a histogram of every parameter
-    and its gradient, and the task's images (``images_fn(model) -> {tag: uint8 [3, H, W]}``,
-    also saved as ``<image_dir>/<tag>/epoch_NNN.png``). At the end: the run's hyperparameters
-    with its final metrics (HParams tab).
+    At the start: the run's hyperparameters (HParams tab). Per optimizer step (every
+    ``trainer.log_every_n_steps``): ``train/<name>_step`` and the lr of every parameter group.
+    Per epoch: the epoch metrics, a histogram of every parameter and its gradient, the train
+    and val confusion matrices of a classifier (``confusion_matrix``), and the task's images
+    (``images_fn(model) -> {tag: uint8 [3, H, W]}``, also saved as
+    ``<image_dir>/<tag>/epoch_NNN.png``). At the end: the final metrics (test, best) and the
+    test confusion matrix.
     """
 
     order = 10
@@ -141,8 +145,10 @@ class TensorBoardLogger(Callback):
         images_fn: Callable[[torch.nn.Module], Mapping[str, torch.Tensor]] | None = None,
         image_dir: str | Path | None = None,
         flush_every_n_steps: int | None = None,
+        confusion_matrix: bool = True,
     ) -> None:
         self.log_dir = Path(log_dir)
+        self.confusion_matrix = confusion_matrix
         # ModelCheckpoint's every_n_steps: what was logged is on disk before a checkpoint of
         # that step can be (a run killed later and resumed from it then misses no step).
         self.flush_every_n_steps = flush_every_n_steps
@@ -164,6 +170,7 @@ class TensorBoardLogger(Callback):
         if not trainer.global_step:
             for tag, text in self.notes.items():
                 self.writer.add_text(tag, text, 0)
+        self._add_hparams_summary("start")
 
     def on_train_step_end(self, trainer, outputs: Mapping[str, torch.Tensor]) -> None:
         step = trainer.global_step
@@ -183,6 +190,7 @@ class TensorBoardLogger(Callback):
             self._histogram(f"params/{name}", param, step)
             if param.grad is not None:
                 self._histogram(f"grads/{name}", param.grad, step)
+        self._log_confusion(trainer, ("train", "val"))
         if self.images_fn is not None:
             self._log_images(trainer.module, trainer.epoch, step)
         self.writer.flush()
@@ -194,6 +202,29 @@ class TensorBoardLogger(Callback):
         if scalars:
             values = [Summary.Value(tag=n, simple_value=float(v)) for n, v in scalars.items()]
             self.writer.file_writer.add_summary(Summary(value=values), step)
+
+    def _log_confusion(self, trainer, splits: Iterable[str]) -> None:
+        """The confusion matrices of ``splits`` (rows: true class, columns: predicted), for a
+        task whose step counts one (a classifier)."""
+        for split in splits:
+            counts = trainer.epoch_counts.get(split, {})
+            if self.confusion_matrix and "confusion" in counts:
+                image = confusion_image(counts["confusion"], self.class_names)
+                self.writer.add_image(f"{split}/confusion_matrix", image, trainer.global_step)
+
+    def _add_hparams_summary(self, part: str) -> None:
+        """The HParams plugin's session ``start`` (the hyperparameters) or ``end`` (the status),
+        in this run's own event file (SummaryWriter.add_hparams would start a new sub-run).
+
+        No experiment summary: TensorBoard takes the first run's as the whole table's, so the
+        hyperparameters only other jobs of a sweep have (adam's betas beside sgd's momentum)
+        would not be shown; without one it joins every run's hyperparameters, and lines them up
+        with the last value of each scalar (the final metrics).
+        """
+        from torch.utils.tensorboard.summary import hparams
+
+        _, session_start, session_end = hparams(self.hparams, {})
+        self.writer.file_writer.add_summary(session_start if part == "start" else session_end)
 
     def _log_images(self, model: torch.nn.Module, epoch: int, step: int) -> None:
         from PIL import Image
@@ -230,21 +261,132 @@ class TensorBoardLogger(Callback):
         self.writer.close()  # a resumed run appends to these files
 
     def on_fit_end(self, trainer, metrics: Mapping[str, float]) -> None:
-        from torch.utils.tensorboard.summary import hparams
-
-        # Written into this run's own event file (SummaryWriter.add_hparams would start a new
-        # sub-run), so the HParams tab lines each run up with its final scalars.
-        # test/ and best/ are new at this point.
+        # test/ and best/ are new at this point; the HParams tab shows each scalar's last value.
         new = {n: v for n, v in metrics.items() if n not in self._epoch_metric_names}
         self._add_scalars(new, trainer.global_step)
-        for split, counts in trainer.epoch_counts.items():
-            if "confusion" in counts:  # rows: true class, columns: predicted
-                image = confusion_image(counts["confusion"], self.class_names)
-                self.writer.add_image(f"{split}/confusion_matrix", image, trainer.global_step)
-        experiment, session_start, session_end = hparams(self.hparams, dict(metrics))
-        for summary in (experiment, session_start, session_end):
-            self.writer.file_writer.add_summary(summary)
+        self._log_confusion(trainer, ("test",))  # train and val: after every epoch
+        self._add_hparams_summary("end")
         self.writer.close()
+
+
+class ModelViewsLogger(Callback):
+    """What the model has learned, in TensorBoard beside :class:`TensorBoardLogger`'s scalars
+    (the ``trainer.log`` switches; drawn by :mod:`torchcamp.trainer.visualize`).
+
+    At the start of a run: ``train/input_batch``, a training batch as the model sees it
+    (``train_images``, de-normalised with ``mean`` and ``std``), and the model's graph traced
+    on ``graph_inputs`` (a tracing failure is one warning). After every epoch:
+    ``kernels/<kernel_layer>``; ``feature_maps/<feature_layer>`` for the first of the fixed
+    ``images`` (normalised, as the model takes them); ``grad_cam/<grad_cam_layer>`` over all of
+    them. A view whose argument is None is left out, and so is Grad-CAM once the model turns
+    out to give no class scores (a GAN's discriminator). ``forward(model, images)`` runs the
+    model on images, where ``model(images)`` does not.
+    """
+
+    order = 11  # after TensorBoardLogger, which opens the event file this writes to
+
+    def __init__(
+        self,
+        tensorboard: TensorBoardLogger,
+        *,
+        train_images: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        graph_inputs: Sequence[Any] | None = None,
+        images: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        forward: visualize.Forward | None = None,
+        kernel_layer: str | None = None,
+        feature_layer: str | None = None,
+        grad_cam_layer: str | None = None,
+    ) -> None:
+        self.tensorboard = tensorboard
+        self.train_images, self.graph_inputs, self.images = train_images, graph_inputs, images
+        self.mean, self.std = mean, std
+        self.task_forward = forward
+        self.forward = forward or visualize.call_model
+        self.kernel_layer = kernel_layer
+        self.feature_layer = feature_layer
+        self.grad_cam_layer = grad_cam_layer
+
+    def on_fit_start(self, trainer) -> None:
+        self._check_layers(trainer.module, trainer.device)
+        if trainer.global_step:  # a run that goes on has these in its event files already
+            return
+        if self.train_images is not None:
+            grid = visualize.input_grid(self.train_images, self.mean, self.std)
+            self.tensorboard.writer.add_image("train/input_batch", grid, 0)
+        if self.graph_inputs is not None:
+            self._add_graph(trainer.module, trainer.device)
+
+    def _check_layers(self, model: torch.nn.Module, device: torch.device) -> None:
+        """A chosen layer without feature maps (a Linear) fails now, not after an epoch of
+        training: one image is run up to the layer (and no further)."""
+        if self.images is None:
+            return
+        image = move_to_device(self.images[0], device)
+        chosen = {"feature_layer": self.feature_layer, "grad_cam_layer": self.grad_cam_layer}
+        for setting, name in chosen.items():
+            if name is None:
+                continue
+            layer = visualize.find_layer(model, name)
+            try:
+                visualize.feature_maps(model, layer, image, self.forward)
+            except UserError as error:
+                raise UserError(f"trainer.log.{setting}={name}: {error}") from None
+
+    def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
+        self._log_views(trainer.module, trainer.device, trainer.global_step)
+        # On disk before this epoch's checkpoint, as TensorBoardLogger's own (resume purges
+        # what comes after the checkpoint's step only).
+        self.tensorboard.writer.flush()
+
+    def _log_views(self, model: torch.nn.Module, device: torch.device, step: int) -> None:
+        writer = self.tensorboard.writer
+        if self.kernel_layer is not None:
+            weight = visualize.find_layer(model, self.kernel_layer).weight
+            writer.add_image(f"kernels/{self.kernel_layer}", visualize.kernel_grid(weight), step)
+        if self.images is None:
+            return
+        images = move_to_device(self.images, device)
+        if self.feature_layer is not None:
+            layer = visualize.find_layer(model, self.feature_layer)
+            grid = visualize.feature_map_grid(model, layer, images[0], self.forward)
+            writer.add_image(f"feature_maps/{self.feature_layer}", grid, step)
+        if self.grad_cam_layer is not None:
+            layer = visualize.find_layer(model, self.grad_cam_layer)
+            heatmaps = visualize.grad_cam(model, layer, images, forward=self.forward)
+            if heatmaps is None:  # no class scores to explain, now or later
+                self.grad_cam_layer = None
+                return
+            shown = visualize.denormalize(images, self.mean, self.std)
+            grid = visualize.grad_cam_grid(shown, heatmaps)
+            writer.add_image(f"grad_cam/{self.grad_cam_layer}", grid, step)
+
+    def _add_graph(self, model: torch.nn.Module, device: torch.device) -> None:
+        """add_graph traces the model (torch.jit.trace), which not every model allows (Python
+        control flow on values, detection's lists of dicts): then one warning, and the run goes
+        on without a graph."""
+        import warnings
+
+        module = model
+        if self.task_forward is not None:
+            module = visualize.ImagesForward(model, self.task_forward)
+        inputs = tuple(move_to_device(list(self.graph_inputs), device))
+        try:
+            with warnings.catch_warnings(), visualize.evaluating(model), torch.no_grad():
+                warnings.simplefilter("ignore")  # the tracer's remarks on Python control flow
+                # Traced here without torch's check, which traces and runs the model twice more
+                # (most of add_graph's time); add_graph takes a traced module as it is.
+                traced = torch.jit.trace(module, inputs, check_trace=False)
+                self.tensorboard.writer.add_graph(traced, inputs)
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            log.warning(
+                "TensorBoard graph left out: %s cannot be traced (%s); trainer.log.graph=false "
+                "skips it",
+                type(model).__name__,
+                reason,
+            )
 
 
 def confusion_image(

@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from torchcamp.trainer.config import validate
+from torchcamp.trainer.config import ACCELERATORS, validate
 from torchcamp.trainer.errors import (
     EXIT_INTERRUPTED,
     EXIT_SWEEP_FAILED,
@@ -101,46 +103,30 @@ def _train_in(
     """Build the task's objects and train, writing into ``run_dir``."""
     from torchcamp.trainer import builders, devices, distributed
     from torchcamp.trainer.callbacks import ModelCheckpoint, TensorBoardLogger
+    from torchcamp.trainer.inference import describe_training_data
     from torchcamp.trainer.signals import stop_at_step_boundary
     from torchcamp.trainer.trainer import Trainer
 
     is_main = distributed.rank() == 0
     resume_path = resume[0] if resume else None
     task = importlib.import_module(cfg.task.module)
-    data_root, notes = _prepare_data(cfg, task, run_dir, is_main)
-    if cfg.data.download and not cfg.data.synthetic:
-        _download_once(task, data_root, cfg.task.name)
-    options = _node(cfg.task.get("options")) or {}
-    splits = task.build_datasets(
-        data_root,
-        seed=cfg.seed,
-        augment=cfg.data.augment,
-        skip_corrupt=cfg.data.skip_corrupt,
-        **options,
-    )
+    splits, notes = _build_splits(cfg, task, run_dir, is_main)
+    # What predict needs of the data (class names, vocabulary): checkpoints then work without it.
+    meta = meta | {"data": describe_training_data(task, splits["train"])}
     cached_mb = _cache_decoded(splits, cfg.data.cache_mb)
     loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
 
     classes = getattr(splits["train"], "classes", None)  # None: not a classifier (dcgan)
-    # On the device before the optimizer exists: some (Adagrad) create their state eagerly.
-    model = builders.build_model(_node(cfg.model), task, splits["train"]).to(device)
-    # A GAN names its parts (D, G): one optimizer and one scheduler each.
-    parts = task.optimized_modules(model) if hasattr(task, "optimized_modules") else None
-    optimizer = builders.build_optimizers(
-        _node(cfg.optimizer), model, parts, _node(cfg.task.get("optimizers"))
-    )
+    model = _build_model(cfg, task, splits["train"], device)
+    view_layers = _view_layers(cfg.trainer.log, model)  # on every rank: a bad name stops all
+    parts, optimizer = _build_optimizers(cfg, task, model)
     scheduler, interval = builders.build_schedulers(
         _node(cfg.scheduler),
         optimizer,
         builders.steps_per_epoch(loaders["train"], cfg.trainer.accumulate_grad_batches),
         cfg.trainer.max_epochs,
     )
-    loss_node, loss_name = _node(cfg.loss), info.choices.get("loss", "loss")
-    if cfg.data.balance == "weights":  # inverse class frequencies of the training set
-        from torchcamp.datasets.balance import class_weighted_loss
-
-        loss_node = class_weighted_loss(loss_node, splits["train"], loss_name)
-    loss_fn = builders.build_loss(loss_node, loss_name, task, len(classes) if classes else None)
+    loss_fn = _build_loss_fn(cfg, task, splits["train"], info.choices.get("loss", "loss"))
     regularizer = builders.build_regularizer(_node(cfg.regularizer))
     model = devices.wrap_model(
         model,
@@ -167,17 +153,18 @@ def _train_in(
         if hasattr(task, "epoch_images"):  # drawn on held-out data where there is some
             shown = splits.get("val", splits["train"])
             images_fn = functools.partial(task.epoch_images, dataset=shown, device=device)
-        callbacks.append(
-            TensorBoardLogger(
-                run_dir / "tb",
-                hparams=hparams,
-                notes=notes,
-                class_names=classes,
-                images_fn=images_fn,
-                image_dir=run_dir,
-                flush_every_n_steps=cfg.trainer.checkpoint_every_n_steps,
-            )
+        tensorboard = TensorBoardLogger(
+            run_dir / "tb",
+            hparams=hparams,
+            notes=notes,
+            class_names=classes,
+            images_fn=images_fn,
+            image_dir=run_dir,
+            flush_every_n_steps=cfg.trainer.checkpoint_every_n_steps,
+            confusion_matrix=cfg.trainer.log.confusion_matrix,
         )
+        views = _model_views(cfg.trainer.log, task, loaders, view_layers, tensorboard)
+        callbacks += [tensorboard, views]
     trainer = Trainer(
         model,
         task.step,
@@ -351,6 +338,126 @@ def _check_same_job(path: Path, saved: dict[str, Any], current: dict[str, Any]) 
             "with the checkpoint's task and model, or start from its weights with "
             "model.weights_path=... and resume=null"
         )
+
+
+def _view_layers(log: DictConfig, model: Any) -> dict[str, str | None]:
+    """The layers the ``trainer.log`` views look at, by name (None: the view is off, or the
+    model has no such layer): the first Conv2d's kernels; ``feature_layer``, by default the
+    first Conv2d; ``grad_cam_layer``, by default the block before global pooling or the last
+    Conv2d. A name the model does not have is a UserError that lists some it has."""
+    from torchcamp.trainer import visualize
+
+    chosen = {
+        "kernel_layer": visualize.first_conv(model) if log.kernels else None,
+        "feature_layer": (log.feature_layer or visualize.first_conv(model))
+        if log.feature_maps
+        else None,
+        "grad_cam_layer": (log.grad_cam_layer or visualize.grad_cam_layer(model))
+        if log.grad_cam
+        else None,
+    }
+    for key in ("feature_layer", "grad_cam_layer"):
+        if chosen[key] is not None:
+            visualize.find_layer(model, chosen[key], f"trainer.log.{key}")
+    return chosen
+
+
+def _model_views(
+    log: DictConfig, task: Any, loaders: dict[str, Any], layers: dict[str, str | None], tb: Any
+) -> Any:
+    """The ``trainer.log`` views (ModelViewsLogger, writing through the TensorBoardLogger
+    ``tb``) of the first training batch of epoch 0 (its first sample traced for the graph) and
+    of the first ``num_images`` held-out images (training images where there is no val split);
+    images only for a model that reads images."""
+    import torch
+
+    from torchcamp.trainer import visualize
+    from torchcamp.trainer.callbacks import ModelViewsLogger
+
+    train_inputs, images = (), None
+    if log.input_grid or log.graph:
+        batch_size = min(loaders["train"].batch_size, visualize.MAX_TILES)
+        train_inputs = visualize.batch_inputs(_first_samples(loaders["train"], batch_size))
+    if layers["feature_layer"] or layers["grad_cam_layer"]:
+        shown = _first_samples(loaders.get("val", loaders["train"]), log.num_images)
+        images = visualize.image_inputs(visualize.batch_inputs(shown))
+    # A detector, fed a list of images, answers with a list of dicts, which tracing refuses.
+    traceable = all(isinstance(x, torch.Tensor) for x in train_inputs)
+    return ModelViewsLogger(
+        tb,
+        train_images=visualize.image_inputs(train_inputs) if log.input_grid else None,
+        graph_inputs=tuple(x[:1] for x in train_inputs) if log.graph and traceable else None,
+        images=images,
+        mean=getattr(task, "MEAN", None),
+        std=getattr(task, "STD", None),
+        forward=getattr(task, "forward_images", None),
+        kernel_layer=layers["kernel_layer"],
+        feature_layer=layers["feature_layer"],
+        # Grad-CAM explains each image's class score: a classifier's batch of images (a
+        # detector's images travel as a list).
+        grad_cam_layer=layers["grad_cam_layer"] if isinstance(images, torch.Tensor) else None,
+    )
+
+
+def _first_samples(loader: Any, count: int) -> Any:
+    """The first ``count`` samples ``loader`` gives in epoch 0, in its sampler's order and each
+    with its seeded augmentation (see trainer/data.py), collated; no global RNG is drawn."""
+    keys = itertools.islice(iter(loader.sampler), count)
+    return loader.collate_fn([loader.dataset[key] for key in keys])
+
+
+def _build_splits(
+    cfg: DictConfig, task: Any, run_dir: Path, is_main: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The task's datasets by split (rendered, downloaded or read from ``data.root``) and notes
+    for the logs."""
+    data_root, notes = _prepare_data(cfg, task, run_dir, is_main)
+    if cfg.data.download and not cfg.data.synthetic:
+        _download_once(task, data_root, cfg.task.name)
+    options = _node(cfg.task.get("options")) or {}
+    splits = task.build_datasets(
+        data_root,
+        seed=cfg.seed,
+        augment=cfg.data.augment,
+        skip_corrupt=cfg.data.skip_corrupt,
+        **options,
+    )
+    return splits, notes
+
+
+def _build_model(cfg: DictConfig, task: Any, train_set: Any, device: Any) -> Any:
+    """The task's model from the ``model`` node, finished by what ``train_set`` says (its
+    classes, vocabulary; a stand-in for it when predicting), on ``device``."""
+    from torchcamp.trainer import builders
+
+    # On the device before the optimizer exists: some (Adagrad) create their state eagerly.
+    return builders.build_model(_node(cfg.model), task, train_set).to(device)
+
+
+def _build_optimizers(cfg: DictConfig, task: Any, model: Any) -> tuple[Any, Any]:
+    """``(parts, optimizer)``: a GAN names its parts (D, G), one optimizer each; other tasks
+    have no parts (None) and one optimizer."""
+    from torchcamp.trainer import builders
+
+    parts = task.optimized_modules(model) if hasattr(task, "optimized_modules") else None
+    optimizer = builders.build_optimizers(
+        _node(cfg.optimizer), model, parts, _node(cfg.task.get("optimizers"))
+    )
+    return parts, optimizer
+
+
+def _build_loss_fn(cfg: DictConfig, task: Any, train_set: Any, loss_name: str) -> Any:
+    """The loss as the task adapts it; ``data.balance=weights`` weights the classes by their
+    inverse frequencies in ``train_set``."""
+    from torchcamp.trainer import builders
+
+    loss_node = _node(cfg.loss)
+    if cfg.data.balance == "weights":
+        from torchcamp.datasets.balance import class_weighted_loss
+
+        loss_node = class_weighted_loss(loss_node, train_set, loss_name)
+    classes = getattr(train_set, "classes", None)  # None: not a classifier (dcgan)
+    return builders.build_loss(loss_node, loss_name, task, len(classes) if classes else None)
 
 
 def _prepare_data(
@@ -737,6 +844,273 @@ def _one_line(error: BaseException) -> str:
         return f"unknown {group} option '{name}': choose one of {', '.join(options)}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(error).__name__
+
+
+# ---- evaluate and predict: a checkpoint's model, rebuilt from the config inside it -----------
+
+EVALUATE_HELP = """evaluate: score a checkpoint on its run's val and test data (torchcamp).
+
+  evaluate ckpt=PATH [output_dir=DIR] [key=value ...]
+
+  ckpt=PATH        a run's checkpoints/best.pt or last.pt: model, data and loss are rebuilt
+                   from the config inside it
+  output_dir=DIR   where metrics.json and evaluate.log go
+                   (default: <output_root>/DATE/TIME-evaluate)
+  key=value        changes to the checkpoint's config, e.g. data.root=/path/to/data,
+                   device=auto|cpu|cuda, data.batch_size=64, data.num_workers=2
+
+Prints the val/* and test/* metrics as JSON and writes them to metrics.json."""
+
+PREDICT_HELP = """predict: run a checkpoint's model on images or names (torchcamp).
+
+  predict ckpt=PATH inputs=[a.jpg,folder/] [predict.<option>=value ...] [key=value ...]
+
+  ckpt=PATH               a run's checkpoints/best.pt or last.pt: the config and class names
+                          inside it rebuild the model, no training data needed
+  inputs=[a,b,...]        items between commas, as written. rmb, hymenoptera, pennfudan: image
+                          files, and folders searched at any depth for images; names: names,
+                          or text files of one name per line; dcgan: none
+  predict.threshold=0.5   pennfudan: the lowest detection score kept
+  predict.num_images=64   dcgan: how many images to draw
+  predict.seed=0          dcgan: the seed of the noise
+  predict.top_k=3         names: how many languages per name
+  predict.output_dir=DIR  where pennfudan and dcgan write images
+                          (default: <output_root>/DATE/TIME-predict)
+  key=value               changes to the checkpoint's config: device=auto|cpu|cuda,
+                          data.batch_size=64 (images or names per batch), data.num_workers=2
+
+Prints one JSON line per record: rmb, hymenoptera {"file", "label", "prob"}; names {"name",
+"top": [{"label", "prob"}, ...]}; pennfudan {"file", "drawn", "boxes", "labels", "scores"} (also
+in predictions.json); dcgan {"file"} per image written."""
+
+PREDICT_DEFAULTS = {"threshold": 0.5, "num_images": 64, "seed": 0, "top_k": 3, "output_dir": None}
+
+
+def evaluate_main() -> None:
+    """Console entry point for ``evaluate``."""
+    _run_command(EVALUATE_HELP, ("ckpt", "output_dir"), _evaluate)
+
+
+def predict_main() -> None:
+    """Console entry point for ``predict``."""
+    _run_command(PREDICT_HELP, ("ckpt", "inputs", "predict"), _predict)
+
+
+def _run_command(
+    help_text: str,
+    own_keys: tuple[str, ...],
+    command: Callable[[dict[str, str], list[str]], None],
+) -> None:
+    """Split the ``key=value`` arguments into the command's own options (``own_keys``, as
+    written) and changes to the checkpoint's config, and run ``command``; a mistake exits 2
+    with one line."""
+    args = sys.argv[1:]
+    try:
+        if any(arg in ("--help", "-h") for arg in args):
+            print(help_text)
+            return
+        # Records and metrics go to stdout; the log goes to stderr.
+        logging.basicConfig(
+            level=logging.INFO,
+            format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+            stream=sys.stderr,
+        )
+        own, overrides = {}, []
+        for arg in args:
+            key, equals, value = arg.partition("=")
+            if not equals or not key:
+                raise UserError(f"{arg!r} is not key=value: see --help")
+            if key.split(".")[0] in own_keys:
+                own[key] = value
+            else:
+                overrides.append(arg)
+        command(own, overrides)
+    except UserError as error:
+        print(f"error: {_user_message(error)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except (HydraException, OmegaConfBaseException) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except BrokenPipeError:  # stdout's reader has had enough (predict ... | head): stop quietly
+        # Point stdout at /dev/null, or flushing it at exit fails once more, with a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)  # the shell's code for SIGINT
+
+
+def _evaluate(options: dict[str, str], overrides: list[str]) -> None:
+    """``evaluate``: print the metrics of the checkpoint's model on its run's val and test data,
+    and write them to ``metrics.json`` in this invocation's own directory."""
+    path, state = _read_checkpoint(options.get("ckpt"))
+    cfg = _checkpoint_config(state, overrides)
+    output_dir = options.get("output_dir")
+    out_dir = Path(output_dir) if output_dir else _timestamped_dir(cfg.output_root, "evaluate")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _also_logging_to(out_dir / "evaluate.log"):
+        metrics = _evaluate_in(cfg, path, state, out_dir)
+    print(json.dumps(metrics, indent=2))
+
+
+def _evaluate_in(
+    cfg: DictConfig, path: Path, state: dict[str, Any], out_dir: Path
+) -> dict[str, Any]:
+    """Rebuild the run's data, model and loss from ``cfg``, load the checkpoint's weights and
+    evaluate as the run did; returns the metrics, also written to ``out_dir/metrics.json``."""
+    from torchcamp.trainer import inference
+
+    device, _ = _setup_process(cfg)
+    task = importlib.import_module(cfg.task.module)
+    splits, _ = _build_splits(cfg, task, out_dir, is_main=True)
+    held_out = [split for split in ("val", "test") if split in splits]
+    if not held_out:
+        raise UserError(
+            f"task={cfg.task.name} has no val or test data to evaluate on: draw samples with "
+            "predict instead"
+        )
+    meta = state.get("meta") or {}
+    inference.check_same_data(path, meta.get("data"), task, splits["train"])
+    loaders = _build_loaders(cfg, splits, getattr(task, "collate_fn", None), device)
+    model = _build_model(cfg, task, splits["train"], device)
+    inference.load_model_weights(model, state, path)
+    _, optimizer = _build_optimizers(cfg, task, model)
+    loss_name = (meta.get("choices") or {}).get("loss", "loss")
+    metrics = inference.evaluate(
+        task,
+        model,
+        optimizer,
+        _build_loss_fn(cfg, task, splits["train"], loss_name),
+        {split: loaders[split] for split in held_out},
+        device=device,
+        precision=str(cfg.trainer.precision),
+        channels_last=cfg.trainer.channels_last,
+    )
+    metrics |= {
+        "checkpoint": str(path),
+        "epoch": state["epoch"],
+        "global_step": state["global_step"],
+        "task": cfg.task.name,
+        "synthetic": cfg.data.synthetic,
+        "run_dir": str(out_dir),
+        "status": "evaluated",
+    }
+    _write_metrics(metrics, [out_dir], is_main=True)
+    return metrics
+
+
+def _predict(options: dict[str, str], overrides: list[str]) -> None:
+    """``predict``: the checkpoint's model on ``inputs``, as its task predicts; prints one JSON
+    line per record. Computes in float32 whatever precision the run trained in."""
+    from torchcamp.trainer import inference
+
+    settings = _predict_settings({k: v for k, v in options.items() if k.startswith("predict")})
+    path, state = _read_checkpoint(options.get("ckpt"))
+    cfg = _checkpoint_config(state, overrides)
+    cfg.trainer.precision = "32"
+    device, _ = _setup_process(cfg)
+    task = importlib.import_module(cfg.task.module)
+    if not hasattr(task, "predict"):
+        raise UserError(f"task={cfg.task.name} has no predict function")
+    meta = state.get("meta") or {}
+    model = _build_model(cfg, task, inference.training_stand_in(path, meta), device)
+    inference.load_model_weights(model, state, path)
+    model.eval()
+    output_dir = settings.pop("output_dir") or _timestamped_dir(cfg.output_root, "predict")
+    request = inference.PredictOptions(
+        device=device,
+        output_dir=Path(output_dir),
+        batch_size=cfg.data.batch_size,
+        num_workers=_num_workers(cfg.data.num_workers, device, 1),
+        data=meta["data"],
+        task_options=_node(cfg.task.get("options")) or {},
+        **settings,
+    )
+    for record in task.predict(model, _input_list(options.get("inputs")), request):
+        print(json.dumps(record))
+
+
+def _read_checkpoint(ckpt: str | None) -> tuple[Path, dict[str, Any]]:
+    """The ``ckpt=`` path and its state, checked to be a checkpoint that ``train`` wrote."""
+    from torchcamp.trainer.checkpoint import load_checkpoint
+
+    if not ckpt:
+        raise UserError("no checkpoint: give ckpt=outputs/DATE/TIME/checkpoints/best.pt")
+    path = Path(ckpt)
+    if not path.is_file():
+        raise UserError(
+            f"ckpt={path}: no such checkpoint file (give a run's checkpoints/best.pt or last.pt)"
+        )
+    state = load_checkpoint(path)
+    if not isinstance(state.get("config"), dict):
+        raise UserError(f"checkpoint {path} holds no config: use a checkpoint that train wrote")
+    return path, state
+
+
+def _checkpoint_config(state: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The run's config from its checkpoint, changed by ``overrides`` (``device=`` picks the
+    accelerator), checked. Runs in one process, and builds the model without pretrained
+    weights: the checkpoint's replace them, so nothing is downloaded or read besides it."""
+    cfg = OmegaConf.create(state["config"])
+    OmegaConf.set_struct(cfg, True)  # a key the run's config lacks is a typo, not a new key
+    accelerators = [o.partition("=")[2] for o in overrides if o.partition("=")[0] == "device"]
+    changes = [o for o in overrides if o.partition("=")[0] != "device"]
+    try:
+        cfg.merge_with_dotlist(changes)
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise UserError(
+            f"cannot apply {' '.join(changes)} to the checkpoint's config: {_one_line(error)}"
+        ) from error
+    for accelerator in accelerators:
+        if accelerator not in ACCELERATORS:
+            raise UserError(
+                f"device={accelerator}: evaluate and predict run in one process; use "
+                f"device={', '.join(ACCELERATORS)}"
+            )
+        cfg.device.accelerator = accelerator
+    cfg.device.strategy = "single"
+    for key in ("weights", "weights_backbone", "weights_path"):
+        if key in cfg.model:
+            cfg.model[key] = None
+    validate(cfg)
+    return cfg
+
+
+def _predict_settings(given: dict[str, str]) -> dict[str, Any]:
+    """The ``predict.<option>=value`` arguments over :data:`PREDICT_DEFAULTS`, checked: numbers
+    read as YAML, ``output_dir`` as written."""
+    known = ", ".join(f"predict.{key}" for key in PREDICT_DEFAULTS)
+    unknown = sorted(key for key in given if key.removeprefix("predict.") not in PREDICT_DEFAULTS)
+    if unknown:
+        raise UserError(f"{unknown[0]} is not an option: use {known}")
+    numbers = [f"{key}={value}" for key, value in given.items() if key != "predict.output_dir"]
+    try:
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist(numbers))
+    except yaml.YAMLError as error:
+        raise UserError(f"cannot read {' '.join(numbers)}: {_one_line(error)}") from error
+    output_dir = {"output_dir": given.get("predict.output_dir") or None}
+    settings = PREDICT_DEFAULTS | parsed.get("predict", {}) | output_dir
+    validate(OmegaConf.create({"predict": settings}))
+    return settings
+
+
+def _input_list(text: str | None) -> list[str]:
+    """``inputs=a.jpg``, ``inputs=[a.jpg,folder/]`` or ``inputs=a,b``: the items as written,
+    between commas (not read as YAML, which would make the surname No false), quotes around
+    an item taken off."""
+    if not text:
+        return []
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    items = (item.strip() for item in text.split(","))
+    return [item.strip("'\"") for item in items if item]
+
+
+def _timestamped_dir(output_root: str, command: str) -> Path:
+    """``<output_root>/DATE/TIME-<command>``: next to train's runs, never one of them."""
+    from datetime import datetime
+
+    now = datetime.now()
+    return Path(output_root) / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}-{command}"
 
 
 if __name__ == "__main__":

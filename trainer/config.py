@@ -15,6 +15,8 @@ from torchcamp.trainer.errors import UserError
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "cuda")
+# trainer.log's on/off views (TensorBoard).
+LOG_SWITCHES = ("input_grid", "graph", "kernels", "feature_maps", "grad_cam", "confusion_matrix")
 INITS = (
     "default",
     "xavier_normal",
@@ -45,6 +47,10 @@ def _is_group_rule(rule: Any) -> bool:
         return False
     numbers = [rule[key] for key in ("lr_mult", "weight_decay") if key in rule]
     return all(_is_number(n) and n >= 0 for n in numbers)
+
+
+def _is_layer_name(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value != "")
 
 
 def _one_of(*allowed: str) -> tuple[Callable[[Any], bool], str]:
@@ -80,6 +86,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or (_is_int(v) and v >= 1),
         "null or an integer >= 1",
     ),
+    **{
+        f"trainer.log.{switch}": (lambda v: isinstance(v, bool), "true or false")
+        for switch in LOG_SWITCHES
+    },
+    "trainer.log.feature_layer": (_is_layer_name, "null or a module name such as conv1"),
+    "trainer.log.grad_cam_layer": (_is_layer_name, "null or a module name such as layer4"),
+    "trainer.log.num_images": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder path"),
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (
@@ -118,6 +131,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.param_groups": (
         lambda v: _is_list(v) and all(_is_group_rule(rule) for rule in v),
         "a list of {match: <regex>, lr_mult: <number >= 0>, weight_decay: <number >= 0>}",
+    ),
+    # The `predict` command's own options (not in a training run's config).
+    "predict.threshold": (lambda v: _is_number(v) and 0 <= v <= 1, "a score in [0, 1]"),
+    "predict.num_images": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "predict.top_k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "predict.seed": (_is_int, "an integer"),
+    "predict.output_dir": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a folder path, or null (outputs/DATE/TIME)",
     ),
 }
 
