@@ -12,9 +12,10 @@ ModelViewsLogger with ``trainer.log``'s defaults (input batch and graph at the s
 feature maps and Grad-CAM on 4 validation images every epoch), the progress bar when
 stdout is a terminal (checkpoints are written on a thread while the next epoch trains, so
 an epoch's time includes writing the previous epoch's files only where the write is slower
-than the epoch). The first epoch of each run is a warm-up and is not timed; each loop runs
-``--repeats`` times, alternating with the other, and every run's epoch mean losses must
-agree to 5 decimals. Data loading is left out on purpose (tensors already in
+than the epoch). The Trainer also runs with every ``trainer.log`` view off (confusion matrices
+included), to show what the views cost. The first epoch of each run is a warm-up and is not
+timed; each loop runs ``--repeats`` times, alternating with the others, and every run's epoch
+mean losses must agree to 5 decimals. Data loading is left out on purpose (tensors already in
 memory): what is measured is what the Trainer adds around the step.
 """
 
@@ -115,19 +116,21 @@ def default_views(model: nn.Module, tensorboard: TensorBoardLogger, loaders) -> 
     )
 
 
-def trainer_loop(make_model, loaders, epochs: int, run_dir: Path) -> tuple[list[float], list]:
-    """The Trainer with train's default callbacks; returns epoch losses and seconds."""
+def trainer_loop(
+    make_model, loaders, epochs: int, run_dir: Path, views: bool = True
+) -> tuple[list[float], list]:
+    """The Trainer with train's default callbacks (``views``: with the ``trainer.log`` views,
+    as by default; without: every view switched off); returns epoch losses and seconds."""
     torch.manual_seed(0)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     clock = EpochClock()
     tensorboard = TensorBoardLogger(run_dir / "tb", class_names=["a", "b"])
-    callbacks = [
-        ModelCheckpoint(run_dir / "checkpoints"),
-        tensorboard,
-        default_views(model, tensorboard, loaders),
-        clock,
-    ]
+    callbacks = [ModelCheckpoint(run_dir / "checkpoints"), tensorboard, clock]
+    if views:
+        callbacks.append(default_views(model, tensorboard, loaders))
+    else:
+        tensorboard.confusion_matrix = False
     trainer = Trainer(
         model,
         step,
@@ -158,28 +161,35 @@ def main() -> None:
     for name in [args.only] if args.only else list(CASES):
         make_model, size, train_n, val_n = CASES[name]
         loaders = make_loaders(size, train_n, val_n)
-        raw_seconds, ours_seconds = [], []
+        seconds = {"raw": [], "no views": [], "default": []}
         for _ in range(args.repeats):
-            raw_losses, seconds = raw_loop(make_model, loaders, args.epochs)
-            raw_seconds += seconds[1:]
-            with tempfile.TemporaryDirectory() as tmp:
-                ours_losses, seconds = trainer_loop(make_model, loaders, args.epochs, Path(tmp))
-            ours_seconds += seconds[1:]
-            for epoch, (a, b) in enumerate(zip(raw_losses, ours_losses, strict=True), start=1):
-                assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
-            print(f"{name}: raw {raw_seconds}, trainer {ours_seconds}, losses {ours_losses}")
-        raw = statistics.median(raw_seconds)
-        ours = statistics.median(ours_seconds)
-        steps = -(-train_n // BATCH)
-        rows.append((name, size, steps, raw, ours))
+            raw_losses, raw_seconds = raw_loop(make_model, loaders, args.epochs)
+            seconds["raw"] += raw_seconds[1:]
+            for variant in ("no views", "default"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    views = variant == "default"
+                    losses, ours = trainer_loop(make_model, loaders, args.epochs, Path(tmp), views)
+                seconds[variant] += ours[1:]
+                for epoch, (a, b) in enumerate(zip(raw_losses, losses, strict=True), start=1):
+                    assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
+            print(f"{name}: {seconds}", flush=True)
+        medians = {variant: statistics.median(times) for variant, times in seconds.items()}
+        rows.append((name, size, -(-train_n // BATCH), medians))
     timed = args.repeats * (args.epochs - 1)
     print(f"\nepochs of in-memory batches of {BATCH}: median of {timed} (each run's first epoch")
     print(f"is a warm-up; {args.repeats} runs of each loop, alternating)")
     print(f"{torch.get_num_threads()} CPU threads; epoch losses agree to 5 decimals\n")
-    print("| model | input | steps/epoch | raw s/epoch | Trainer s/epoch | Trainer / raw |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, size, steps, raw, ours in rows:
-        print(f"| {name} | {size} px | {steps} | {raw:.3f} | {ours:.3f} | {ours / raw:.3f} |")
+    print(
+        "| model | input | steps/epoch | raw s/epoch | Trainer s/epoch, views off | ratio |", end=""
+    )
+    print(" Trainer s/epoch, default | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, size, steps, medians in rows:
+        raw, bare, full = medians["raw"], medians["no views"], medians["default"]
+        print(
+            f"| {name} | {size} px | {steps} | {raw:.3f} | {bare:.3f} | {bare / raw:.3f} ", end=""
+        )
+        print(f"| {full:.3f} | {full / raw:.3f} |")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,12 @@ from torchcamp.trainer.errors import UserError
 def run_command(monkeypatch, capsys, command: str, *args: str) -> tuple[int, str, str]:
     """``evaluate ARGS`` or ``predict ARGS`` in this process (what the console script runs):
     ``(exit code, stdout, stderr)``."""
-    from torchcamp.trainer import cli
+    from torchcamp.trainer import inference_cli
 
     monkeypatch.setattr(sys, "argv", [command, *args])
-    entry = {"evaluate": cli.evaluate_main, "predict": cli.predict_main}[command]
+    entry = {"evaluate": inference_cli.evaluate_main, "predict": inference_cli.predict_main}[
+        command
+    ]
     try:
         entry()
         code = 0
@@ -386,8 +388,8 @@ def test_mistakes_are_one_line_with_exit_code_2(
 def test_console_scripts_answer_help_without_importing_torch(tmp_path, command):
     probe = (
         f"import sys; sys.argv = [{command!r}, '--help']\n"
-        "from torchcamp.trainer import cli\n"
-        f"cli.{command}_main()\n"
+        "from torchcamp.trainer import inference_cli\n"
+        f"inference_cli.{command}_main()\n"
         "print(sorted({'torch', 'torchvision', 'tensorboard'} & set(sys.modules)))"
     )
     result = subprocess.run(
