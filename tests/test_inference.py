@@ -142,6 +142,31 @@ def test_rmb_predict_matches_the_models_own_forward(rmb_run, monkeypatch, capsys
         assert record["prob"] == pytest.approx(float(row.max()), abs=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_predict_and_evaluate_on_cuda_match_the_cpu(rmb_run, monkeypatch, capsys, tmp_path):
+    checkpoint = rmb_run / "checkpoints" / "best.pt"
+    notes = str(rmb_run / "synthetic_data" / "RMB_data")
+    data = ("data.synthetic=false", f"data.root={rmb_run / 'synthetic_data'}")
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        code, out, err = run_command(
+            monkeypatch, capsys, "predict", f"ckpt={checkpoint}", f"inputs={notes}",
+            f"device={device}",
+        )  # fmt: skip
+        assert code == 0, err
+        code, evaluated, err = run_command(
+            monkeypatch, capsys, "evaluate", f"ckpt={checkpoint}", *data, f"device={device}",
+            f"output_dir={tmp_path / device}",
+        )  # fmt: skip
+        assert code == 0, err
+        outputs[device] = (records(out), metrics_printed(evaluated))
+    (cpu_records, cpu_metrics), (cuda_records, cuda_metrics) = outputs["cpu"], outputs["cuda"]
+    assert [r["label"] for r in cuda_records] == [r["label"] for r in cpu_records]
+    for a, b in zip(cuda_records, cpu_records, strict=True):
+        assert a["prob"] == pytest.approx(b["prob"], abs=1e-4)
+    assert cuda_metrics["test/acc"] == pytest.approx(cpu_metrics["test/acc"], abs=1e-6)
+
+
 def test_hymenoptera_predict_uses_the_runs_image_size(tmp_path):
     photo = tmp_path / "ant.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8)).save(photo)

@@ -96,6 +96,26 @@ def test_grad_cam_puts_the_heat_on_the_square_that_decides_the_class(trained_cnn
         assert heat[inside].sum() > 0.6 * heat.sum()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_grad_cam_and_feature_maps_on_cuda_match_the_cpu(trained_cnn):
+    import copy
+
+    images, _, _ = squares_and_bars(4, torch.Generator().manual_seed(2))
+    layer_name = visualize.grad_cam_layer(trained_cnn)
+    on_gpu = copy.deepcopy(trained_cnn).cuda()
+    expected = visualize.grad_cam(
+        trained_cnn, visualize.find_layer(trained_cnn, layer_name), images
+    )
+    got = visualize.grad_cam(on_gpu, visualize.find_layer(on_gpu, layer_name), images.cuda())
+    assert got.device.type == "cpu" and torch.allclose(got, expected, atol=1e-4)
+    conv = visualize.first_conv(trained_cnn)
+    maps = visualize.feature_maps(on_gpu, visualize.find_layer(on_gpu, conv), images[0].cuda())
+    reference = visualize.feature_maps(
+        trained_cnn, visualize.find_layer(trained_cnn, conv), images[0]
+    )
+    assert torch.allclose(maps, reference, atol=1e-4)
+
+
 def test_grad_cam_leaves_modes_flags_gradients_and_hooks_as_they_were(trained_cnn):
     model = trained_cnn
     model.train()
