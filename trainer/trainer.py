@@ -237,7 +237,8 @@ class Trainer:
                 self._stop_if_requested()
             if self.progress:
                 losses = {k: f"{v.item():.4f}" for k, v in out.items() if k.startswith("loss")}
-                bar.set_postfix(**losses, lr=f"{self.lr:.3g}")
+                # Drawn at the bar's own pace (mininterval), not redrawn on every step.
+                bar.set_postfix(**losses, lr=f"{self.lr:.3g}", refresh=False)
         sums, self._train_sums = self._train_sums, EpochSums()
         return self._epoch_metrics(sums, "train")
 
