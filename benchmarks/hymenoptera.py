@@ -92,7 +92,7 @@ def torchcamp_run(data: Path, epochs: int, size: int, weights_path: str | None) 
         args = [
             sys.executable,
             "-m",
-            "torchcamp.trainer.cli",
+            "torchcamp.trainer.app.cli",
             "task=hymenoptera",
             f"data.root={data.resolve()}",
             f"trainer.max_epochs={epochs}",

@@ -114,7 +114,7 @@ def run_train_command(args: argparse.Namespace) -> dict[str, float]:
         command = [
             sys.executable,
             "-m",
-            "torchcamp.trainer.cli",
+            "torchcamp.trainer.app.cli",
             "task=names",
             f"data.root={args.data}",
             f"seed={args.seed}",

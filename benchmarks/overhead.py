@@ -8,11 +8,11 @@ cross entropy, a validation pass after every epoch. The raw loop is the course's
 (forward, zero_grad, loss, backward, step; running loss and accuracy). The Trainer runs as
 ``train`` builds it: the task's classification step, ModelCheckpoint (last.pt and best.pt every
 epoch), TensorBoardLogger (per-step scalars, per-epoch histograms and confusion matrices) and
-ModelViewsLogger with ``trainer.log``'s defaults (input batch and graph at the start; kernels,
-feature maps and Grad-CAM on 4 validation images every epoch), the progress bar when
+ModelViewsLogger with its defaults (input batch and graph at the start; kernels, feature
+maps and Grad-CAM on 4 validation images every epoch), the progress bar when
 stdout is a terminal (checkpoints are written on a thread while the next epoch trains, so
 an epoch's time includes writing the previous epoch's files only where the write is slower
-than the epoch). The Trainer also runs with every ``trainer.log`` view off (confusion matrices
+than the epoch). The Trainer also runs with every model view off (confusion matrices
 included), to show what the views cost. The first epoch of each run is a warm-up and is not
 timed; each loop runs ``--repeats`` times, alternating with the others, and every run's epoch
 mean losses must agree to 5 decimals. Data loading is left out on purpose (tensors already in
@@ -36,7 +36,9 @@ from torchcamp.tasks.classification import build_loss, summarize
 from torchcamp.tasks.classification import classification_step as step
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer import visualize
-from torchcamp.trainer.callbacks import ModelCheckpoint, ModelViewsLogger, TensorBoardLogger
+from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
+from torchcamp.trainer.callbacks.model_views import ModelViewsLogger
+from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
 from torchcamp.trainer.trainer import Trainer
 
 CASES = {  # name -> (model factory, image size, training images, validation images)
@@ -101,7 +103,7 @@ class EpochClock:
 
 
 def default_views(model: nn.Module, tensorboard: TensorBoardLogger, loaders) -> ModelViewsLogger:
-    """The views ``train`` draws by default (every ``trainer.log`` switch on, 4 images)."""
+    """The views ``train`` draws by default (every model_views switch on, 4 images)."""
     train_images, _ = next(iter(loaders[0]))
     val_images, _ = next(iter(loaders[1]))
     first_conv = visualize.first_conv(model)
@@ -119,8 +121,8 @@ def default_views(model: nn.Module, tensorboard: TensorBoardLogger, loaders) -> 
 def trainer_loop(
     make_model, loaders, epochs: int, run_dir: Path, views: bool = True
 ) -> tuple[list[float], list]:
-    """The Trainer with train's default callbacks (``views``: with the ``trainer.log`` views,
-    as by default; without: every view switched off); returns epoch losses and seconds."""
+    """The Trainer with train's default callbacks (``views``: with the model views, as by
+    default; without: every view switched off); returns epoch losses and seconds."""
     torch.manual_seed(0)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

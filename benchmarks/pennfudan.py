@@ -50,7 +50,7 @@ def seconds_per_step(data: Path, model_name: str, steps: int, warmup: int = 2) -
 def train_run(data: Path, model_name: str, epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         args = [
-            sys.executable, "-m", "torchcamp.trainer.cli", "task=pennfudan",
+            sys.executable, "-m", "torchcamp.trainer.app.cli", "task=pennfudan",
             f"model={model_name}", f"data.root={data.resolve()}", f"trainer.max_epochs={epochs}",
             "trainer.progress=false", f"hydra.run.dir={tmp}/run",
         ]  # fmt: skip

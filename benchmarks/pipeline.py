@@ -19,21 +19,22 @@ from pathlib import Path
 
 import torch
 import torchvision
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 from torch import nn
 
 from torchcamp.tasks import hymenoptera
-from torchcamp.trainer.cli import _build_loaders, _cache_decoded
+from torchcamp.trainer.app.data import build_loaders, cache_decoded
+from torchcamp.trainer.app.settings import read_settings
 
 
 def loading_rate(data: Path, workers: int, size: int, cache_mb: float) -> float:
     """Training images per second through train's DataLoader (second pass)."""
     splits = hymenoptera.build_datasets(data, seed=42, image_size=size)
-    _cache_decoded(splits, cache_mb)
-    cfg = OmegaConf.create(
-        {"seed": 42, "data": {"batch_size": 16, "num_workers": workers, "balance": "none"}}
-    )
-    loader = _build_loaders(cfg, splits, None, torch.device("cpu"))["train"]
+    cache_decoded(splits, cache_mb)
+    overrides = ["task=hymenoptera", "data.batch_size=16", f"data.num_workers={workers}"]
+    with initialize_config_module("torchcamp.conf", version_base="1.3"):
+        settings = read_settings(compose("config", overrides=overrides))
+    loader = build_loaders(settings, splits, None, torch.device("cpu"))["train"]
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)
         started = time.perf_counter()

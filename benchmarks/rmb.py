@@ -137,7 +137,7 @@ def torchcamp_run(data: Path, epochs: int, num_workers: int | None, extra: list[
         args = [
             sys.executable,
             "-m",
-            "torchcamp.trainer.cli",
+            "torchcamp.trainer.app.cli",
             "task=rmb",
             f"data.root={data.resolve()}",
             f"trainer.max_epochs={epochs}",

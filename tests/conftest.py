@@ -28,16 +28,16 @@ class CliResult:
 
 
 def cli_command(*args: str) -> tuple[list[str], dict[str, str]]:
-    """``train ARGS`` as ``python -m torchcamp.trainer.cli`` without progress bars, and its
+    """``train ARGS`` as ``python -m torchcamp.trainer.app.cli`` without progress bars, and its
     environment (unbuffered output, no TORCHCAMP_DATA from the developer's shell)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("TORCHCAMP_DATA", None)
-    return [sys.executable, "-m", "torchcamp.trainer.cli", *args, "trainer.progress=false"], env
+    return [sys.executable, "-m", "torchcamp.trainer.app.cli", *args, "trainer.progress=false"], env
 
 
 @pytest.fixture
 def run_cli(tmp_path):
-    """Run ``train ARGS`` (as ``python -m torchcamp.trainer.cli``) with cwd=tmp_path.
+    """Run ``train ARGS`` (as ``python -m torchcamp.trainer.app.cli``) with cwd=tmp_path.
 
     Unless the args name one, the run directory is ``tmp_path/run<N>``. Returns a CliResult.
     """
@@ -75,7 +75,7 @@ def train_in_process(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path
 
     Returns (exit code, run directory); the run directory is ``tmp_path/run``.
     """
-    from torchcamp.trainer.cli import main
+    from torchcamp.trainer.app.cli import main
 
     run_dir = tmp_path / "run"
     argv = ["train", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]

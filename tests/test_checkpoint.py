@@ -9,12 +9,8 @@ import pytest
 import torch
 import yaml
 
-from torchcamp.trainer.checkpoint import (
-    BackgroundWriter,
-    find_resume_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from torchcamp.trainer.app.run_dir import find_resume_checkpoint
+from torchcamp.trainer.checkpoint import BackgroundWriter, load_checkpoint, save_checkpoint
 from torchcamp.trainer.errors import UserError
 
 

@@ -37,7 +37,7 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path, args):
     # What the console script runs, then a look at what it imported (issue 8: fast startup).
     probe = (
         f"import sys; sys.argv = ['train', *{args!r}]\n"
-        "from torchcamp.trainer.cli import main\n"
+        "from torchcamp.trainer.app.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print(sorted({'torch', 'torchvision', 'tensorboard'} & set(sys.modules)))"
     )
@@ -48,7 +48,7 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path, args):
 
 
 def test_help_lists_every_group_and_composes_the_given_overrides(monkeypatch, capsys):
-    from torchcamp.trainer.cli import main
+    from torchcamp.trainer.app.cli import main
 
     monkeypatch.setattr(sys, "argv", ["train", "--help", "optimizer=adam", "trainer.max_epochs=3"])
     main()
@@ -183,7 +183,7 @@ def test_missing_data_is_not_replaced_by_synthetic(run_cli):
 
 def test_cfg_job_prints_the_config_without_training(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "torchcamp.trainer.cli", "--cfg", "job"],
+        [sys.executable, "-m", "torchcamp.trainer.app.cli", "--cfg", "job"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -195,7 +195,7 @@ def test_cfg_job_prints_the_config_without_training(tmp_path):
 def test_histograms_are_counted_in_torch_and_skip_nonfinite_values(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from torchcamp.trainer.callbacks import HISTOGRAM_BINS, TensorBoardLogger
+    from torchcamp.trainer.callbacks.tensorboard import HISTOGRAM_BINS, TensorBoardLogger
 
     logger = TensorBoardLogger(tmp_path)
     logger.writer = SummaryWriter(tmp_path)

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from torchcamp.tasks import dcgan, names, pennfudan, rmb
 from torchcamp.tasks.models import LeNet
-from torchcamp.trainer import builders
-from torchcamp.trainer.config import validate
+from torchcamp.trainer.app import builders
+from torchcamp.trainer.app.validation import validate
 from torchcamp.trainer.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -112,13 +112,13 @@ def test_data_root_follows_environment(monkeypatch):
 
 
 def test_num_workers_auto_is_none_on_the_cpu_and_one_per_core_up_to_8_on_cuda(monkeypatch):
-    from torchcamp.trainer import cli
+    from torchcamp.trainer.app import data
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 16)
-    assert cli._num_workers("auto", cpu, 1) == 0
-    assert cli._num_workers("auto", cuda, 1) == 8
-    assert cli._num_workers("auto", cuda, 4) == 3  # 4 cores per DDP process, one trains
-    assert cli._num_workers(2, cpu, 1) == 2
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 16)
+    assert data.num_workers("auto", cpu, 1) == 0
+    assert data.num_workers("auto", cuda, 1) == 8
+    assert data.num_workers("auto", cuda, 4) == 3  # 4 cores per DDP process, one trains
+    assert data.num_workers(2, cpu, 1) == 2
     with pytest.raises(UserError, match=r"data\.num_workers=many .*auto or an integer"):
         validate(OmegaConf.create({"data": {"num_workers": "many"}}))

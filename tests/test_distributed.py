@@ -25,10 +25,10 @@ DDP2 = ("device=ddp", "device.devices=2", "device.accelerator=cpu")
 
 
 def joined_rank_args(run_dir: Path) -> list[str]:
-    """``-m torchcamp.trainer.cli`` arguments for a process that joins an existing DDP group."""
+    """``-m torchcamp.trainer.app.cli`` arguments for a process that joins an existing DDP group."""
     return [
         "-m",
-        "torchcamp.trainer.cli",
+        "torchcamp.trainer.app.cli",
         *PLAIN,
         "device=ddp",
         "device.accelerator=cpu",
@@ -57,7 +57,7 @@ def single_16(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "torchcamp.trainer.cli",
+            "torchcamp.trainer.app.cli",
             *PLAIN,
             "data.batch_size=16",
             f"hydra.run.dir={run_dir}",
@@ -97,7 +97,7 @@ def test_ddp_stopped_by_a_signal_mid_epoch_resumes_where_it_stopped(
 ):
     # SIGTERM (or Ctrl-C) reaches the launcher, which passes it on: every rank stops at the same
     # step boundary, rank 0 writes last.pt, exit 3; resume=auto ends as an unbroken run does.
-    args = (*PLAIN, *DDP2, "data.batch_size=4", "trainer.checkpoint_every_n_steps=1")
+    args = (*PLAIN, *DDP2, "data.batch_size=4", "callbacks.checkpoint.every_n_steps=1")
     straight = run_cli(*args)
     runs = tmp_path / "runs"
     job = (*args, "resume=auto", f"output_root={runs}")
@@ -234,7 +234,14 @@ def test_sync_batchnorm_is_converted_under_ddp_on_cuda(one_rank_group):
 def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
     out = subprocess.run(
-        [sys.executable, "-m", "torchcamp.trainer.cli", "hydra/launcher=slurm", "--cfg", "hydra"],
+        [
+            sys.executable,
+            "-m",
+            "torchcamp.trainer.app.cli",
+            "hydra/launcher=slurm",
+            "--cfg",
+            "hydra",
+        ],
         capture_output=True,
         text=True,
         check=True,

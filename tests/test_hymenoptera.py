@@ -15,9 +15,9 @@ from PIL import Image
 from torchcamp.datasets.hymenoptera import find_hymenoptera_splits, render_synthetic_hymenoptera
 from torchcamp.tasks import hymenoptera
 from torchcamp.tasks.models import LeNet, resnet18
-from torchcamp.trainer import builders
+from torchcamp.trainer.app import builders
+from torchcamp.trainer.checkpoint import load_weights, read_weights
 from torchcamp.trainer.errors import UserError
-from torchcamp.trainer.params import load_weights
 
 SMALL = (
     "task=hymenoptera",
@@ -67,7 +67,7 @@ def test_weights_path_loads_a_state_dict_with_another_head(tmp_path):
         torch.save(imagenet_shaped.state_dict(), path, _use_new_zipfile_serialization=not legacy)
         model = resnet18(num_classes=2)
         fresh_head = model.fc.weight.detach().clone()
-        load_weights(model, str(path))
+        load_weights(model, read_weights(path), str(path), fresh_head=True)
         torch.testing.assert_close(model.conv1.weight, imagenet_shaped.conv1.weight)
         assert torch.equal(model.fc.weight, fresh_head)  # 1000 -> 2: the head keeps its init
 
@@ -76,9 +76,9 @@ def test_weights_path_that_does_not_fit_is_one_clear_error(tmp_path):
     path = tmp_path / "lenet.pth"
     torch.save(LeNet(num_classes=2).state_dict(), path)
     with pytest.raises(UserError, match=r"does not fit ResNet.*conv1\.weight"):
-        load_weights(resnet18(num_classes=2), str(path))
+        load_weights(resnet18(num_classes=2), read_weights(path), str(path), fresh_head=True)
     with pytest.raises(UserError, match="no such file"):
-        load_weights(resnet18(num_classes=2), str(tmp_path / "absent.pth"))
+        read_weights(tmp_path / "absent.pth")
 
 
 def test_weights_path_through_the_cli(tmp_path, run_cli):

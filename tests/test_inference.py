@@ -23,19 +23,17 @@ from torchcamp.datasets.names import load_names, to_ascii
 from torchcamp.tasks import dcgan, hymenoptera, names, rmb
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer import inference
-from torchcamp.trainer.checkpoint import load_checkpoint, save_checkpoint
+from torchcamp.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from torchcamp.trainer.errors import UserError
 
 
 def run_command(monkeypatch, capsys, command: str, *args: str) -> tuple[int, str, str]:
     """``evaluate ARGS`` or ``predict ARGS`` in this process (what the console script runs):
     ``(exit code, stdout, stderr)``."""
-    from torchcamp.trainer import inference_cli
+    from torchcamp.trainer.app import cli
 
     monkeypatch.setattr(sys, "argv", [command, *args])
-    entry = {"evaluate": inference_cli.evaluate_main, "predict": inference_cli.predict_main}[
-        command
-    ]
+    entry = {"evaluate": cli.evaluate_main, "predict": cli.predict_main}[command]
     try:
         entry()
         code = 0
@@ -276,7 +274,7 @@ def test_pennfudan_predict_writes_the_detectors_boxes_above_the_threshold(
     from omegaconf import OmegaConf
 
     from torchcamp.tasks import pennfudan
-    from torchcamp.trainer import builders
+    from torchcamp.trainer.app import builders
 
     # A checkpoint as train writes it, of an untrained small detector (training one for an
     # epoch takes about 30 s on two cores; predict does not care how good the weights are).
@@ -334,12 +332,12 @@ def test_weights_from_frozen_batchnorm_load_into_batchnorm_and_compute_the_same(
     for buffer in frozen[1].buffers():
         buffer.uniform_(0.5, 1.5)
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
-    inference.load_model_weights(plain, {"model": frozen.state_dict()}, Path("ckpt.pt"))
+    load_weights(plain, frozen.state_dict(), "checkpoint ckpt.pt")
     images = torch.randn(2, 3, 8, 8)
     assert torch.allclose(plain(images), frozen(images), atol=1e-6)
     wider = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5))
     with pytest.raises(UserError, match=r"ckpt.pt does not fit .*size mismatch"):
-        inference.load_model_weights(wider, {"model": frozen.state_dict()}, Path("ckpt.pt"))
+        load_weights(wider, frozen.state_dict(), "checkpoint ckpt.pt")
 
 
 def test_evaluate_refuses_data_with_other_classes_than_the_checkpoints():
@@ -413,8 +411,8 @@ def test_mistakes_are_one_line_with_exit_code_2(
 def test_console_scripts_answer_help_without_importing_torch(tmp_path, command):
     probe = (
         f"import sys; sys.argv = [{command!r}, '--help']\n"
-        "from torchcamp.trainer import inference_cli\n"
-        f"inference_cli.{command}_main()\n"
+        "from torchcamp.trainer.app import cli\n"
+        f"cli.{command}_main()\n"
         "print(sorted({'torch', 'torchvision', 'tensorboard'} & set(sys.modules)))"
     )
     result = subprocess.run(

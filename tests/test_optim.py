@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from torchcamp.tasks.classification import classification_step
 from torchcamp.tasks.models import LeNet
-from torchcamp.trainer import builders
+from torchcamp.trainer.app import builders
+from torchcamp.trainer.app.validation import INITS
 from torchcamp.trainer.callbacks import Callback
-from torchcamp.trainer.config import INITS
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.params import freeze
 from torchcamp.trainer.regularizers import MaxNorm

@@ -126,7 +126,7 @@ def test_pennfudan_short_run_on_the_real_photos(monkeypatch, tmp_path):
 def test_weights_path_from_a_coco_sized_detector_keeps_a_fresh_head(tmp_path):
     from types import SimpleNamespace
 
-    from torchcamp.trainer import builders
+    from torchcamp.trainer.app import builders
 
     builder = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn
     coco_like = fasterrcnn(builder, num_classes=91)  # the shape of the COCO checkpoints

@@ -26,7 +26,7 @@ JOB = [
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
     "trainer.log_every_n_steps=1",
-    "trainer.checkpoint_every_n_steps=1",
+    "callbacks.checkpoint.every_n_steps=1",
     "optimizer=adam",
     "scheduler=step",
     "resume=auto",
@@ -133,7 +133,7 @@ def test_second_ctrl_c_quits_at_once_and_leaves_the_checkpoint_intact(tmp_path, 
         "data.synthetic=true",
         "data.batch_size=8",
         "trainer.accumulate_grad_batches=2",
-        "trainer.checkpoint_every_n_steps=1",
+        "callbacks.checkpoint.every_n_steps=1",
     ]
     process = start(background_cli, tmp_path, "run", job=job)
     last = tmp_path / "run" / "checkpoints" / "last.pt"

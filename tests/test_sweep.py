@@ -14,7 +14,7 @@ SWEEP = [
     "data.synthetic=true",
     "data.batch_size=4",
     "trainer.max_epochs=2",
-    "trainer.checkpoint_every_n_steps=1",
+    "callbacks.checkpoint.every_n_steps=1",
     "resume=auto",
 ]
 

@@ -180,9 +180,9 @@ def test_layers_are_found_by_name_or_picked():
     assert visualize.grad_cam_layer(model) == "conv2"  # no pooling module: the last Conv2d
     assert visualize.find_layer(model, "conv2") is model.conv2
     with pytest.raises(UserError) as error:
-        visualize.find_layer(model, "conv9", "trainer.log.feature_layer")
+        visualize.find_layer(model, "conv9", "callbacks.model_views.feature_layer")
     message = str(error.value)
-    assert message.startswith("trainer.log.feature_layer=conv9: LeNet has no module")
+    assert message.startswith("callbacks.model_views.feature_layer=conv9: LeNet has no module")
     assert "conv1, conv2, fc1" in message
 
 
@@ -215,8 +215,11 @@ VIEW_TAGS = {
     "test/confusion_matrix",
 }
 SWITCHES_OFF = [
-    f"trainer.log.{switch}=false"
-    for switch in ("input_grid", "graph", "kernels", "feature_maps", "grad_cam", "confusion_matrix")
+    *(
+        f"callbacks.model_views.{switch}=false"
+        for switch in ("input_grid", "graph", "kernels", "feature_maps", "grad_cam")
+    ),
+    "callbacks.tensorboard.confusion_matrix=false",
 ]
 
 
@@ -253,9 +256,15 @@ def test_a_run_logs_the_views_and_switches_turn_them_off(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ("grad_cam_layer=conv7", "trainer.log.grad_cam_layer=conv7: LeNet has no module"),
-        ("feature_layer=fc1", "trainer.log.feature_layer=fc1: this Linear gives (1, 120), not"),
-        ("grad_cam_layer=fc2", "trainer.log.grad_cam_layer=fc2: this Linear gives (1, 84), not"),
+        ("grad_cam_layer=conv7", "callbacks.model_views.grad_cam_layer=conv7: LeNet has no"),
+        (
+            "feature_layer=fc1",
+            "callbacks.model_views.feature_layer=fc1: this Linear gives (1, 120)",
+        ),
+        (
+            "grad_cam_layer=fc2",
+            "callbacks.model_views.grad_cam_layer=fc2: this Linear gives (1, 84)",
+        ),
     ],
     ids=["unknown name", "linear feature layer", "linear grad-cam layer"],
 )
@@ -263,7 +272,7 @@ def test_a_bad_layer_stops_the_run_before_training(
     monkeypatch, tmp_path, capsys, setting, expected
 ):
     code, run_dir = train_in_process(
-        monkeypatch, tmp_path, "data.synthetic=true", f"trainer.log.{setting}"
+        monkeypatch, tmp_path, "data.synthetic=true", f"callbacks.model_views.{setting}"
     )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
@@ -274,15 +283,24 @@ def test_a_bad_layer_stops_the_run_before_training(
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("trainer.log.num_images=0", "trainer.log.num_images=0 is not allowed: use an integer"),
-        ("trainer.log.graph=maybe", "trainer.log.graph=maybe is not allowed: use true or false"),
-        ("trainer.log.feature_layer=''", "trainer.log.feature_layer= is not allowed: use null or"),
+        (
+            "callbacks.model_views.num_images=0",
+            "callbacks.model_views.num_images=0 is not allowed: use an integer",
+        ),
+        (
+            "callbacks.model_views.graph=maybe",
+            "callbacks.model_views.graph=maybe is not allowed: use true or false",
+        ),
+        (
+            "callbacks.model_views.feature_layer=''",
+            "callbacks.model_views.feature_layer= is not allowed: use null or",
+        ),
     ],
 )
-def test_trainer_log_values_are_checked(override, message):
+def test_model_views_values_are_checked(override, message):
     from hydra import compose, initialize_config_module
 
-    from torchcamp.trainer.config import validate
+    from torchcamp.trainer.app.validation import validate
 
     with initialize_config_module("torchcamp.conf", version_base="1.3"):
         cfg = compose("config", overrides=[override])

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, safe loads, and finding the run to resume."""
+"""Checkpoint files: the format (atomic writes, checksums, safe loads) and the one loader of
+model weights into a model, whatever file they come from."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+from torch import nn
 
 from torchcamp.trainer.errors import UserError
 
@@ -130,10 +131,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise UserError(f"cannot read checkpoint {path}: {first_line}") from error
+        raise UserError(f"cannot read checkpoint {path}: {_first_line(error)}") from error
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise UserError(f"{path} is not a torchcamp checkpoint (no model/epoch entries)")
     if "checksum" in state and state.pop("checksum") != state_checksum(state):
@@ -173,43 +171,67 @@ def state_checksum(state: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def find_resume_checkpoint(
-    output_root: str | Path, task_name: str, overrides: Sequence[str]
-) -> Path | None:
-    """The path :func:`newest_resumable` finds, or None."""
-    found = newest_resumable(output_root, task_name, overrides)
-    return found[0] if found else None
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights in a file: a plain state dict (zip or legacy format), a torchcamp
+    checkpoint, or a training script's ``{"state_dict": ...}``; tensors only, never code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"weights file {path}: no such file") from None
+    except Exception as error:
+        raise UserError(f"weights file {path}: cannot read it ({_first_line(error)})") from error
+    for wrapper in ("state_dict", "model"):  # torchcamp checkpoints and common training scripts
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, Mapping):
+        raise UserError(f"weights file {path} holds no state dict")
+    return dict(state)
 
 
-def newest_resumable(
-    output_root: str | Path, task_name: str, overrides: Sequence[str]
-) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable ``checkpoints/last.pt`` under ``output_root`` from the same
-    experiment, with its loaded state (so the caller does not read it twice); a truncated or
-    corrupt newer one is skipped with a warning.
+def load_weights(
+    model: nn.Module, weights: Mapping[str, torch.Tensor], source: str, fresh_head: bool = False
+) -> None:
+    """Load ``weights`` into ``model``: the one place weights meet a model (resume, evaluate,
+    predict, ``model.weights_path``).
 
-    The same experiment means the same task and the same command-line overrides, ignoring
-    ``resume`` itself (read from each run's ``.hydra/`` files).
+    The policy, in full: a ``module.`` prefix (a wrapped model's) is dropped; a missing
+    ``num_batches_tracked`` buffer is accepted (a detector rebuilt with BatchNorm2d where it
+    trained with FrozenBatchNorm2d computes the same in eval mode); with ``fresh_head`` the
+    classifier head (:func:`head_layers`) may be missing or of another shape, as when ImageNet or
+    COCO weights meet a two-class task, and keeps its fresh initialisation. Any other
+    difference is a :class:`UserError` naming ``source`` and the first differing keys.
     """
-    wanted = _comparable(overrides)
-    candidates = []
-    for last in Path(output_root).glob("**/checkpoints/last.pt"):
-        hydra_dir = last.parent.parent / ".hydra"
-        try:
-            run_overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
-            run_config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        run_task = (run_config.get("task") or {}).get("name")
-        if run_task == task_name and _comparable(run_overrides) == wanted:
-            candidates.append(last)
-    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            return path, load_checkpoint(path)
-        except UserError as error:
-            log.warning("resume=auto: skipping %s: %s", path, error)
-    return None
+    weights = dict(weights)
+    nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")
+    own = model.state_dict()
+    head = tuple(f"{name}." for name in head_layers(model)) if fresh_head else ()
+    mismatched = [k for k in weights if k in own and weights[k].shape != own[k].shape]
+    missing = [k for k in own if k not in weights and not k.endswith(".num_batches_tracked")]
+    problems = [
+        *(f"size mismatch for {k}" for k in mismatched if not k.startswith(head)),
+        *(f"missing {k}" for k in missing if not k.startswith(head)),
+        *(f"unexpected {k}" for k in weights if k not in own),
+    ]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise UserError(
+            f"{source} does not fit {type(model).__name__}: {', '.join(problems[:3])}{more}"
+        )
+    model.load_state_dict({k: v for k, v in weights.items() if k not in mismatched}, strict=False)
 
 
-def _comparable(overrides: Sequence[str]) -> frozenset[str]:
-    return frozenset(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume")
+def head_layers(model: nn.Module) -> list[str]:
+    """The classifier head: the last ``nn.Linear`` (ResNet's ``fc``), with the Linears beside it
+    when it sits in a predictor module of its own (Faster R-CNN's ``cls_score``, ``bbox_pred``)."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        return []
+    parent = linears[-1].rpartition(".")[0]
+    if not parent:
+        return linears[-1:]
+    return [name for name in linears if name.rpartition(".")[0] == parent]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

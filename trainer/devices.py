@@ -71,12 +71,11 @@ def wrap_model(
     sync_batchnorm: bool = False,
     find_unused_parameters: bool = False,
 ) -> nn.Module:
-    """Move ``model`` to ``device`` and wrap it for the strategy (the bare model for single).
+    """Wrap ``model``, already on ``device``, for the strategy (the bare model for single).
 
     ``find_unused_parameters``: some backward passes leave parameters without gradients (a
     GAN's phases), so DDP must look for them instead of waiting for their gradients.
     """
-    model = model.to(device)
     if strategy == "ddp":
         if sync_batchnorm and device.type != "cuda":
             raise UserError(

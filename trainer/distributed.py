@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def launched_externally() -> bool:
 
 def launch(worker: Callable[..., Any], args: Sequence[Any], nprocs: int) -> Any:
     """Run ``worker(*args)`` in ``nprocs`` local processes of one group; returns rank 0's result."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -85,7 +84,7 @@ def _export_slurm_environment() -> None:
     submitit parses SLURM's compressed node lists; it only looks at SLURM's variables when it
     knows it runs under SLURM, which a plain ``srun train ...`` does not tell it.
     """
-    from submitit.helpers import TorchDistributedEnvironment
+    from submitit.helpers import TorchDistributedEnvironment  # the slurm extra: optional
 
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
     # Derived from SLURM's job, the same on every task: it wins over stale MASTER_* values.

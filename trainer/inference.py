@@ -83,32 +83,6 @@ def check_same_data(
         )
 
 
-def load_model_weights(model: nn.Module, state: Mapping[str, Any], path: Path) -> None:
-    """The checkpoint's weights into ``model``; a model they do not fit is a :class:`UserError`.
-
-    The model is rebuilt without the pretrained weights its config may name, and torchvision's
-    detectors then have ``BatchNorm2d`` where a run started from those weights had
-    ``FrozenBatchNorm2d``: the same function in eval mode (same buffers, eps 1e-5), without the
-    ``num_batches_tracked`` counter, whose absence is therefore accepted.
-    """
-    weights = dict(state["model"])
-    # Checkpoints written from a wrapped model by other tools carry a `module.` prefix.
-    nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")
-    try:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-    except RuntimeError as error:  # a tensor of another shape
-        problem = str(error).strip().splitlines()[-1].strip()
-    else:
-        missing = [key for key in missing if not key.endswith(".num_batches_tracked")]
-        if not missing and not unexpected:
-            return
-        problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-    raise UserError(
-        f"checkpoint {path} does not fit the model its config builds ({problem}): leave "
-        "model.* as the checkpoint has it"
-    )
-
-
 def evaluate(
     task: ModuleType,
     model: nn.Module,

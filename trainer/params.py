@@ -184,57 +184,6 @@ def _names(model: nn.Module) -> str:
     return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
 
 
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a state dict file (zip or legacy format, tensors only) into ``model``.
-
-    The classifier head may differ in shape, as when ImageNet or COCO weights meet a two-class
-    task: it keeps its fresh initialisation. Any other difference is an error.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"model.weights_path={path}: no such file") from None
-    except Exception as error:
-        raise UserError(
-            f"model.weights_path={path}: cannot read it ({_first_line(error)})"
-        ) from error
-    for wrapper in ("state_dict", "model"):  # torchcamp checkpoints and common training scripts
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    state = dict(state)
-    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
-    own = model.state_dict()
-    head = _head_layers(model)
-    in_head = lambda key: any(key.startswith(f"{h}.") for h in head)  # noqa: E731
-    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    problems = [k for k in mismatched + missing if not in_head(k)] + unexpected
-    if problems:
-        raise UserError(
-            f"model.weights_path={path} does not fit {type(model).__name__}: "
-            f"{', '.join(problems[:5])}{' ...' if len(problems) > 5 else ''} differ"
-        )
-    model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
-
-
-def _head_layers(model: nn.Module) -> list[str]:
-    """The classifier head: the last ``nn.Linear`` (ResNet's ``fc``), with the Linears beside it
-    when it sits in a predictor module of its own (Faster R-CNN's ``cls_score``, ``bbox_pred``)."""
-    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        return []
-    parent = linears[-1].rpartition(".")[0]
-    if not parent:
-        return linears[-1:]
-    return [name for name in linears if name.rpartition(".")[0] == parent]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def log_parameters(
     module: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer], phased: bool
 ) -> None:

@@ -29,6 +29,7 @@ from tqdm import tqdm  # not tqdm.auto, whose bar calls iter(loader): a 2nd set 
 
 from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
+from torchcamp.trainer.checkpoint import load_weights
 from torchcamp.trainer.data import epoch_batches
 from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
 from torchcamp.trainer.metrics import EpochSums, batch_size, format_metrics
@@ -90,9 +91,18 @@ class Trainer:
         make_evaluator: Callable[[], Evaluator] | None = None,
         channels_last: bool = False,
         compile: bool | Mapping[str, Any] = False,
+        deterministic: bool = False,
+        cudnn_benchmark: bool = False,
+        detect_anomaly: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        # Process-wide switches, as Lightning's Trainer sets them.
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.autograd.set_detect_anomaly(detect_anomaly)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic = True
         self.device = torch.device(device)
         # `model` may be wrapped (DistributedDataParallel, DataParallel, torch.compile): it runs
         # the steps; `module` is the bare model that is summarised and saved, so a checkpoint
@@ -163,10 +173,14 @@ class Trainer:
         train_loader: Iterable,
         val_loader: Iterable | None = None,
         test_loader: Iterable | None = None,
+        test_weights: Callable[[], Mapping[str, torch.Tensor] | None] | None = None,
     ) -> dict[str, float]:
         """Train from ``self.epoch`` to ``max_epochs``, validating after each epoch, then test.
 
-        Returns the last epoch's metrics plus ``best/<monitor>`` and ``test/<name>``.
+        ``test_weights()`` gives the weights to test with (the best epoch's, say); None, or a
+        call that returns None, tests the weights training ended with. Under DDP the test
+        weights are rank 0's. Returns the last epoch's metrics plus ``best/<monitor>`` and
+        ``test/<name>``.
         """
         log_parameters(self.module, self.optimizers, self.phased)
         run_callbacks(self.callbacks, "on_fit_start", self)
@@ -198,7 +212,11 @@ class Trainer:
         if self.best is not None:
             metrics[f"best/{self.monitor}"] = self.best
         if test_loader is not None:
-            run_callbacks(self.callbacks, "on_test_start", self)
+            weights = test_weights() if test_weights is not None else None
+            if weights is not None:
+                load_weights(self.module, weights, "the test weights")
+            # Other ranks may not see rank 0's files (nodes without a shared disk).
+            distributed.broadcast_module(self.module)
             metrics |= self.evaluate(test_loader, "test")
         run_callbacks(self.callbacks, "on_fit_end", self, metrics)
         return metrics
@@ -332,7 +350,9 @@ class Trainer:
         """The task's step on a batch already on the device, under autocast."""
         phase_arg = {"phase": phase} if self.phased else {}
         with self._autocast():
-            out = dict(self.step_fn(model or self.model, batch, self.loss_fn, **phase_arg))
+            # `is None`, not `or`: a compiled module has no truth value (it asks for len()).
+            model = self.model if model is None else model
+            out = dict(self.step_fn(model, batch, self.loss_fn, **phase_arg))
             penalty = (
                 self.regularizer.penalty(self.module) if training and self.regularizer else None
             )
@@ -495,10 +515,7 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; training continues where it stopped (the RNG
         states are restored when :meth:`fit` starts)."""
-        weights = dict(state["model"])
-        # Checkpoints written from a wrapped model by other tools carry a `module.` prefix.
-        nn.modules.utils.consume_prefix_in_state_dict_if_present(weights, "module.")
-        self.module.load_state_dict(weights)
+        load_weights(self.module, state["model"], "the checkpoint")
         if sorted(state["optimizers"]) != sorted(self.optimizers):
             raise ValueError(
                 f"it trains {', '.join(state['optimizers'])}, this run {', '.join(self.optimizers)}"

@@ -2,7 +2,7 @@
 
 Plain functions on a model and tensors, as the course's TensorBoard and hook chapters draw
 them (make_grid, forward hooks) and Grad-CAM, which the course leaves unfinished. The
-``trainer.log`` views in TensorBoard are drawn with them (``ModelViewsLogger``). Every
+``callbacks.model_views`` views in TensorBoard are drawn with them (``ModelViewsLogger``). Every
 ``*_grid`` function returns a uint8 ``[3, H, W]`` image, what ``SummaryWriter.add_image`` and
 PNG files take.
 """

@@ -20,8 +20,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from torch import nn
 
+from torchcamp.trainer.checkpoint import load_weights, read_weights
 from torchcamp.trainer.errors import UserError
-from torchcamp.trainer.params import build_param_groups, freeze, init_weights, load_weights
+from torchcamp.trainer.params import build_param_groups, freeze, init_weights
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def build_model(node: Mapping[str, Any], task: Any, train_set: Any) -> nn.Module
     model = call("model", task.build_model, instantiate(node), train_set)
     init_weights(model, scheme, std)
     if weights_path:  # after init: loaded weights win, a mismatched head keeps its init
-        load_weights(model, weights_path)
+        source = f"model.weights_path={weights_path}"
+        load_weights(model, read_weights(weights_path), source, fresh_head=True)
         log.info("loaded model weights from %s", weights_path)
     frozen = freeze(model, patterns)
     if frozen:

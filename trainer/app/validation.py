@@ -15,8 +15,8 @@ from torchcamp.trainer.errors import UserError
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "cuda")
-# trainer.log's on/off views (TensorBoard).
-LOG_SWITCHES = ("input_grid", "graph", "kernels", "feature_maps", "grad_cam", "confusion_matrix")
+# The model_views callback's on/off views (TensorBoard).
+VIEW_SWITCHES = ("input_grid", "graph", "kernels", "feature_maps", "grad_cam")
 INITS = (
     "default",
     "xavier_normal",
@@ -53,6 +53,12 @@ def _is_layer_name(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value != "")
 
 
+def _is_callback(node: Any) -> bool:  # None: switched off with callbacks.<name>=null
+    return node is None or (
+        isinstance(node, (dict, DictConfig)) and isinstance(node.get("_target_"), str)
+    )
+
+
 def _one_of(*allowed: str) -> tuple[Callable[[Any], bool], str]:
     return (lambda value: str(value) in allowed), "one of " + ", ".join(allowed)
 
@@ -82,17 +88,25 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, (bool, dict, DictConfig)),
         "true, false, or torch.compile's keyword arguments such as {mode:max-autotune}",
     ),
-    "trainer.checkpoint_every_n_steps": (
+    "callbacks": (
+        lambda v: (
+            v is None
+            or (isinstance(v, (dict, DictConfig)) and all(_is_callback(n) for n in v.values()))
+        ),
+        "named callbacks, each with a _target_: +callbacks.<name>._target_=package.Class",
+    ),
+    "callbacks.checkpoint.every_n_steps": (
         lambda v: v is None or (_is_int(v) and v >= 1),
         "null or an integer >= 1",
     ),
+    "callbacks.tensorboard.confusion_matrix": (lambda v: isinstance(v, bool), "true or false"),
     **{
-        f"trainer.log.{switch}": (lambda v: isinstance(v, bool), "true or false")
-        for switch in LOG_SWITCHES
+        f"callbacks.model_views.{switch}": (lambda v: isinstance(v, bool), "true or false")
+        for switch in VIEW_SWITCHES
     },
-    "trainer.log.feature_layer": (_is_layer_name, "null or a module name such as conv1"),
-    "trainer.log.grad_cam_layer": (_is_layer_name, "null or a module name such as layer4"),
-    "trainer.log.num_images": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "callbacks.model_views.feature_layer": (_is_layer_name, "null or a module name: conv1"),
+    "callbacks.model_views.grad_cam_layer": (_is_layer_name, "null or a module name: layer4"),
+    "callbacks.model_views.num_images": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder path"),
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (

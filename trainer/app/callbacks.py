@@ -1,0 +1,169 @@
+"""The ``callbacks`` config group, built: each entry's ``_target_`` is called with the entry's
+keys, plus ``run`` (a :class:`~torchcamp.trainer.app.assembly.RunContext`) when its signature
+has a parameter of that name. A target that returns None adds nothing (the built-in ones do
+so on DDP ranks other than 0, which write no files).
+
+The built-in entries point at the factories below, which take what they need from ``run``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.utils import get_object
+
+from torchcamp.trainer import visualize
+from torchcamp.trainer.app.assembly import RunContext
+from torchcamp.trainer.app.builders import call, instantiate
+from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
+from torchcamp.trainer.callbacks.model_views import ModelViewsLogger
+from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
+from torchcamp.trainer.errors import UserError
+
+log = logging.getLogger("torchcamp")
+
+
+def build_callbacks(nodes: Mapping[str, Mapping[str, Any]], run: RunContext) -> list[Any]:
+    """The callbacks of the ``callbacks`` group's entries, in the config's order."""
+    built = []
+    for name, node in nodes.items():
+        group = f"callbacks.{name}"
+        try:
+            target = get_object(node["_target_"])
+        except Exception as error:
+            raise UserError(
+                f"{group}._target_={node['_target_']}: cannot import it "
+                f"({str(error).strip().splitlines()[0]}); give an importable class or function"
+            ) from error
+        # Built as a partial first: `run` holds a model and loaders, which Hydra would try to
+        # turn into config if it were passed to instantiate.
+        factory = call(group, instantiate, {**node, "_partial_": True})
+        if _accepts(target, "run"):
+            factory = functools.partial(factory, run=run)
+        callback = call(group, factory)
+        if callback is not None:
+            built.append(callback)
+    return built
+
+
+def _accepts(target: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(target).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+
+
+def model_checkpoint(run: RunContext, every_n_steps: int | None = None) -> ModelCheckpoint:
+    """``checkpoints/last.pt`` every epoch (and every ``every_n_steps`` optimizer steps),
+    ``best.pt`` on a new best; each holds the resolved config and the run's ``meta``."""
+    return ModelCheckpoint(
+        run.directory.checkpoints,
+        extra={"config": run.settings.config, "meta": run.meta},
+        save=run.is_main,  # under DDP every rank takes part, rank 0 writes
+        every_n_steps=every_n_steps,
+    )
+
+
+def tensorboard(run: RunContext, confusion_matrix: bool = True) -> TensorBoardLogger | None:
+    """TensorBoard under ``tb/``, with the config as hyperparameters and the task's images
+    (``task.epoch_images``, drawn on held-out data where there is some); rank 0 only."""
+    if not run.is_main:
+        return None
+    images_fn = None
+    if hasattr(run.task, "epoch_images"):
+        shown = run.splits.get("val", run.splits["train"])
+        images_fn = functools.partial(run.task.epoch_images, dataset=shown, device=run.device)
+    return TensorBoardLogger(
+        run.directory.tensorboard,
+        hparams=run.settings.choices | flatten(run.settings.config),
+        notes=run.notes,
+        class_names=getattr(run.splits["train"], "classes", None),
+        images_fn=images_fn,
+        image_dir=run.directory.path,
+        confusion_matrix=confusion_matrix,
+    )
+
+
+def model_views(
+    run: RunContext,
+    input_grid: bool = True,
+    graph: bool = True,
+    kernels: bool = True,
+    feature_maps: bool = True,
+    feature_layer: str | None = None,
+    grad_cam: bool = True,
+    grad_cam_layer: str | None = None,
+    num_images: int = 4,
+) -> ModelViewsLogger | None:
+    """The model views (see :class:`ModelViewsLogger`) of the first training batch of epoch 0
+    and of the first ``num_images`` held-out images (training images without a val split);
+    image views only for a model that reads images. The layers are checked on every rank (a
+    bad name stops them all); the callback runs on rank 0."""
+    model = run.model
+    kernel_layer = visualize.first_conv(model) if kernels else None
+    if feature_maps:
+        feature_layer = feature_layer or visualize.first_conv(model)
+        if feature_layer is not None:
+            visualize.find_layer(model, feature_layer, "callbacks.model_views.feature_layer")
+    else:
+        feature_layer = None
+    if grad_cam:
+        grad_cam_layer = grad_cam_layer or visualize.grad_cam_layer(model)
+        if grad_cam_layer is not None:
+            visualize.find_layer(model, grad_cam_layer, "callbacks.model_views.grad_cam_layer")
+    else:
+        grad_cam_layer = None
+    if not run.is_main:
+        return None
+    loaders = run.loaders
+    train_inputs, images = (), None
+    if input_grid or graph:
+        count = min(loaders["train"].batch_size, visualize.MAX_TILES)
+        train_inputs = visualize.batch_inputs(first_samples(loaders["train"], count))
+    if feature_layer or grad_cam_layer:
+        shown = first_samples(loaders.get("val", loaders["train"]), num_images)
+        images = visualize.image_inputs(visualize.batch_inputs(shown))
+    # A detector, fed a list of images, answers with a list of dicts, which tracing refuses.
+    traceable = all(isinstance(x, torch.Tensor) for x in train_inputs)
+    return ModelViewsLogger(
+        train_images=visualize.image_inputs(train_inputs) if input_grid else None,
+        graph_inputs=tuple(x[:1] for x in train_inputs) if graph and traceable else None,
+        images=images,
+        mean=getattr(run.task, "MEAN", None),
+        std=getattr(run.task, "STD", None),
+        forward=getattr(run.task, "forward_images", None),
+        kernel_layer=kernel_layer,
+        feature_layer=feature_layer,
+        # Grad-CAM explains each image's class score: a classifier's batch of images (a
+        # detector's images travel as a list).
+        grad_cam_layer=grad_cam_layer if isinstance(images, torch.Tensor) else None,
+    )
+
+
+def first_samples(loader: Any, count: int) -> Any:
+    """The first ``count`` samples ``loader`` gives in epoch 0, in its sampler's order and each
+    with its seeded augmentation (see trainer/data.py), collated; no global RNG is drawn."""
+    keys = itertools.islice(iter(loader.sampler), count)
+    return loader.collate_fn([loader.dataset[key] for key in keys])
+
+
+def flatten(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value of the config as ``{"optimizer.lr": 0.01, ...}`` (TensorBoard's HParams)."""
+    flat: dict[str, Any] = {}
+
+    def visit(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key not in ("_target_", "_partial_"):
+                    visit(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
+
+    visit(resolved, "")
+    return flat

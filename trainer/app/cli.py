@@ -1,0 +1,172 @@
+"""The console scripts ``train``, ``evaluate`` and ``predict``: parse the command line, call the
+public functions that do the work, and map errors to exit codes, here and only here.
+
+Exit codes: 0 done; 1 a bug (its traceback); 2 a mistake in the config, data or files (one
+line says which); 3 stopped by a signal, resumable; 4 a sweep finished and some of its jobs
+failed; 130 a second Ctrl-C. Torch is imported only once there is work to do, so ``--help``
+and ``train --cfg job`` answer at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from torchcamp.trainer.app import help as help_text
+from torchcamp.trainer.app import sweep
+from torchcamp.trainer.app.logs import LOG_FORMAT
+from torchcamp.trainer.app.messages import one_line, user_message
+from torchcamp.trainer.app.run_dir import write_metrics
+from torchcamp.trainer.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SWEEP_FAILED,
+    EXIT_USER_ERROR,
+    TrainingInterrupted,
+    UserError,
+)
+
+log = logging.getLogger("torchcamp")
+
+
+def main() -> None:
+    """Console entry point for ``train``."""
+    # Let Hydra's own errors (unknown option or key, bad override) reach us instead of being
+    # printed with a stack trace and exit code 1; we print one line and exit with 2.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    args = sys.argv[1:]
+    if any(arg in ("--help", "-h") for arg in args):
+        exit_on_errors(help_text.print_train_help, [a for a in args if not a.startswith("-")])
+        return
+    exit_on_errors(_hydra_main)
+    if sweep.failed_jobs:
+        print(
+            f"error: sweep jobs {', '.join(sweep.failed_jobs)} failed: see summary.csv in the "
+            "sweep directory",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_SWEEP_FAILED)
+
+
+def evaluate_main() -> None:
+    """Console entry point for ``evaluate``."""
+    _inference_command(help_text.EVALUATE, ("ckpt", "output_dir"), "evaluate")
+
+
+def predict_main() -> None:
+    """Console entry point for ``predict``."""
+    _inference_command(help_text.PREDICT, ("ckpt", "inputs", "predict"), "predict")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://torchcamp.conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """One job: train, and return what a sweeper (Optuna) optimises. Errors are mapped here,
+    inside the job (an exception leaving it would make Hydra print its own report)."""
+    from torchcamp.trainer.app.train import train  # torch: only once there is work to do
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        metrics = exit_on_errors(train, cfg)
+    else:
+        metrics = exit_on_errors(_sweep_job, train, cfg)
+        if metrics is None:
+            return float("nan")  # what Optuna's sweeper takes as a failed trial
+    value = metrics.get(cfg.trainer.monitor)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _sweep_job(train: Callable[[DictConfig], dict], cfg: DictConfig) -> dict[str, Any] | None:
+    """One job of a sweep. A failing job does not end the sweep: summary.csv marks it failed
+    (None), and the exit code says some failed. A signal ends the sweep too: whoever sent it
+    wants that."""
+    try:
+        return train(cfg)
+    except TrainingInterrupted:
+        sweep.write_summary(Path(HydraConfig.get().sweep.dir))  # Hydra's job-end callback won't
+        raise
+    except Exception as error:
+        _record_failed_job(Path(HydraConfig.get().runtime.output_dir), error)
+        return None
+
+
+def _inference_command(help_: str, own_keys: tuple[str, ...], name: str) -> None:
+    """``evaluate`` or ``predict``: ``--help``, or split the ``key=value`` arguments into the
+    command's own options (``own_keys``, as written) and changes to the checkpoint's config."""
+    args = sys.argv[1:]
+    if any(arg in ("--help", "-h") for arg in args):
+        print(help_)
+        return
+    # Records and metrics go to stdout; the log goes to stderr.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+
+    def command() -> None:
+        from torchcamp.trainer.app import inference  # torch: only once there is work to do
+
+        own, overrides = {}, []
+        for arg in args:
+            key, equals, _ = arg.partition("=")
+            if not equals or not key:
+                raise UserError(f"{arg!r} is not key=value: see --help")
+            if key.split(".")[0] in own_keys:
+                own[key] = arg.partition("=")[2]
+            else:
+                overrides.append(arg)
+        getattr(inference, f"{name}_command")(own, overrides)
+
+    exit_on_errors(command)
+
+
+def exit_on_errors(command: Callable[..., Any], *args: Any) -> Any:
+    """``command(*args)``; a mistake the user can fix ends in one line and exit 2, a stop by a
+    signal in exit 3, a second Ctrl-C in 130. Anything else is a bug: its traceback, exit 1."""
+    try:
+        return command(*args)
+    except UserError as error:
+        _fail(user_message(error))
+    except (HydraException, OmegaConfBaseException) as error:
+        _fail(one_line(error))
+    except TrainingInterrupted as stop:
+        print(f"stopped: {stop}. Continue with the same command and resume=auto", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one before training started)
+        print(
+            "interrupted: checkpoints written so far are intact; resume=auto continues from the "
+            "newest",
+            file=sys.stderr,
+        )
+        sys.exit(130)  # the shell's code for SIGINT
+    except BrokenPipeError:  # stdout's reader has had enough (predict ... | head): stop quietly
+        # Point stdout at /dev/null, or flushing it at exit fails once more, with a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _record_failed_job(run_dir: Path, error: Exception) -> None:
+    """A sweep job's error in its log (a traceback if it is a bug) and its ``metrics.json``."""
+    is_user_error = isinstance(error, UserError)
+    message = user_message(error) if is_user_error else f"{type(error).__name__}: {error}"
+    message = " ".join(message.split())  # one line in summary.csv
+    if is_user_error:
+        log.error("job failed: %s", message)
+    else:
+        log.exception("job failed: %s", message)
+    print(f"error: job {run_dir.name} failed: {message}", file=sys.stderr)
+    write_metrics({"status": "failed", "error": message}, [run_dir])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""``device=ddp`` started by ``train`` itself: one process per device, each running the run."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+from torchcamp.trainer import devices, distributed
+from torchcamp.trainer.app.logs import configure_logging
+from torchcamp.trainer.app.settings import Settings
+from torchcamp.trainer.errors import EXIT_INTERRUPTED, TrainingInterrupted, UserError
+
+log = logging.getLogger("torchcamp")
+
+
+RunFn = Callable[[Settings], dict[str, Any]]
+
+
+def launch_ddp(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
+    """Start one process per device for ``device=ddp``, each calling ``run_fn(settings)`` (a
+    module-level function: it travels to the ranks pickled); returns rank 0's metrics."""
+    cuda = devices.use_cuda(settings.device.accelerator)
+    gpus = devices.choose_gpus(settings.device.gpus) if cuda else []
+    nprocs = devices.num_processes(settings.device.devices, gpus, cuda)
+    if cuda:  # each rank then uses cuda:<local rank> among the chosen GPUs
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus[:nprocs])
+    log.info(
+        "device=ddp: starting %d processes (%s)",
+        nprocs,
+        "GPUs " + str(gpus[:nprocs]) if cuda else "CPU, gloo",
+    )
+    stopped = (
+        "every rank stopped at the same step boundary, and rank 0 wrote last.pt there "
+        f"({settings.run_dir / 'checkpoints'})"
+    )
+    try:
+        result = distributed.launch(_ddp_worker, (settings, run_fn), nprocs)
+    except SignalException as stop:  # this process was signalled and passed it on to the ranks
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(stop.sigval).name}: {stopped}"
+        ) from stop
+    except ChildFailedError as failed:  # the ranks were signalled themselves
+        if any(f.exitcode != EXIT_INTERRUPTED for f in failed.failures.values()):
+            raise
+        raise TrainingInterrupted(f"stopped by a signal: {stopped}") from failed
+    if "error" in result:
+        raise UserError(result["error"])
+    return result
+
+
+def _ddp_worker(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
+    """One DDP rank, in a process the elastic launcher started (no Hydra here)."""
+    if "fork" in multiprocessing.get_all_start_methods():
+        # The launcher spawned this process, and spawned processes pass `spawn` on to their
+        # DataLoader workers, which would then import torch afresh every epoch (seconds each).
+        multiprocessing.set_start_method("fork", force=True)
+    # Ctrl-C in a terminal signals its whole process group; the launcher passes it on to the
+    # ranks too, and a rank that saw it twice would quit at once instead of stopping at a step
+    # boundary. In a group of their own, the ranks get it once, from the launcher.
+    os.setpgrp()
+    rank = int(os.environ.get("RANK", 0))
+    configure_logging(
+        logging.INFO if rank == 0 else logging.WARNING,
+        sys.stdout,
+        settings.run_dir / "train.log" if rank == 0 else None,
+    )
+    try:
+        return run_fn(settings)
+    except UserError as error:
+        return {"error": str(error)}
+    except TrainingInterrupted as stop:
+        # Leave at once: a rank that returns waits for the launcher to read its result, which
+        # a launcher shutting the ranks down after a signal never does (it kills them 30 s on).
+        log.warning("%s", stop)
+        dist.destroy_process_group()
+        logging.shutdown()
+        os._exit(EXIT_INTERRUPTED)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,185 @@
+"""A run's life on disk: the directory's layout, which run a checkpoint continues, finding
+the run to resume, ``metrics.json``, and the lock that lets one process train a run at a time.
+
+Layout of a run directory (Hydra's ``hydra.run.dir``, by default ``outputs/DATE/TIME``)::
+
+    .hydra/            the composed config and the command line's overrides (Hydra's)
+    train.log          the log
+    checkpoints/       last.pt, best.pt (a hard link to the best epoch's), last_good.pt
+    tb/                TensorBoard event files
+    metrics.json       the final metrics and the run's status
+    synthetic_data/    the rendered stand-in data of data.synthetic=true
+    <tag>/epoch_NNN.png  a task's images (dcgan's samples, pennfudan's detections)
+    .lock              who trains the run now (pid, host); see :meth:`RunDirectory.lock`
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torchcamp.trainer.errors import UserError
+
+log = logging.getLogger("torchcamp")
+
+FINISHED = ("completed", "resumed")  # statuses of a run that trained all its epochs
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """One run's directory and the files torchcamp keeps in it."""
+
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def synthetic_data(self) -> Path:
+        return self.path / "synthetic_data"
+
+    @classmethod
+    def continued_by(cls, checkpoint: Path | None) -> RunDirectory | None:
+        """The run a checkpoint continues: a run's own ``checkpoints/last.pt`` goes on in that
+        run (same checkpoints, TensorBoard event files, log); any other checkpoint (best.pt, a
+        copied file) starts a new run from its state (None)."""
+        if checkpoint is None or checkpoint.name != "last.pt":
+            return None
+        run = checkpoint.resolve().parent.parent
+        is_run = checkpoint.parent.name == "checkpoints" and (run / ".hydra").is_dir()
+        return cls(run) if is_run else None
+
+    def finished_metrics(self, epoch: int, max_epochs: int) -> dict[str, Any] | None:
+        """The final metrics, if this run finished with all ``max_epochs`` trained (its
+        checkpoint is at ``epoch``)."""
+        try:
+            metrics = json.loads(self.metrics_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return metrics if metrics.get("status") in FINISHED and epoch >= max_epochs else None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for this process while the block runs; another process that tries is
+        refused with a :class:`UserError` naming the holder.
+
+        Two processes continuing one run (a requeued job while the old one still exits,
+        ``resume=auto`` typed twice) would write the same checkpoints and event files. The
+        lock is ``fcntl.flock`` on ``.lock``: the kernel drops it when its process ends however
+        it ends, so a killed run never leaves a stale lock behind.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 256).decode(errors="replace").strip() or "another process"
+                raise UserError(
+                    f"run {self.path} is being trained by {holder}: one process trains a run at "
+                    "a time. Wait for it to end (or stop it), then resume=auto"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            _held_locks.add(fd)
+            try:
+                yield
+            finally:
+                _held_locks.discard(fd)
+        finally:
+            os.close(fd)
+
+
+# The lock fds this process holds. A forked child (a DataLoader worker) would share the lock
+# and keep it after this process is killed, until it noticed and exited itself: the child
+# closes its copies at once, so the lock lives and dies with this process alone.
+_held_locks: set[int] = set()
+
+
+def _release_in_child() -> None:
+    for fd in _held_locks:
+        os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
+def write_metrics(metrics: dict[str, Any], run_dirs: Iterable[Path]) -> None:
+    """``metrics.json`` in each of ``run_dirs`` (the run's, and this invocation's when it
+    continued an earlier run: a sweep's summary reads its jobs' own directories)."""
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log.info("metrics: %s", run_dir / "metrics.json")
+
+
+def newest_resumable(
+    output_root: str | Path, task_name: str, overrides: Sequence[str]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable ``checkpoints/last.pt`` under ``output_root`` from the same
+    experiment, with its loaded state (so the caller does not read it twice); a truncated or
+    corrupt newer one is skipped with a warning.
+
+    The same experiment means the same task and the same command-line overrides, ignoring
+    ``resume`` itself (read from each run's ``.hydra/`` files).
+    """
+    from torchcamp.trainer.checkpoint import load_checkpoint  # torch: not for --help
+
+    wanted = _comparable(overrides)
+    candidates = []
+    for last in Path(output_root).glob("**/checkpoints/last.pt"):
+        hydra_dir = last.parent.parent / ".hydra"
+        try:
+            run_overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+            run_config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        run_task = (run_config.get("task") or {}).get("name")
+        if run_task == task_name and _comparable(run_overrides) == wanted:
+            candidates.append(last)
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            return path, load_checkpoint(path)
+        except UserError as error:
+            log.warning("resume=auto: skipping %s: %s", path, error)
+    return None
+
+
+def find_resume_checkpoint(
+    output_root: str | Path, task_name: str, overrides: Sequence[str]
+) -> Path | None:
+    """The path :func:`newest_resumable` finds, or None."""
+    found = newest_resumable(output_root, task_name, overrides)
+    return found[0] if found else None
+
+
+def _comparable(overrides: Sequence[str]) -> frozenset[str]:
+    return frozenset(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume")

@@ -1,0 +1,158 @@
+"""The composed config, read once: :func:`read_settings` turns it into plain settings objects,
+and nothing below the CLI sees a ``DictConfig``.
+
+Imports no torch, so ``train --cfg job`` stays fast. The settings are plain dataclasses, dicts
+and lists: DDP ranks receive them pickled, and a notebook can build or change them by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from torchcamp.trainer.app.validation import validate
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """``task.*``: the task module, its own options (``task.options``, passed to its
+    ``build_datasets``) and per-part optimizer changes (``task.optimizers``, a GAN's D and G)."""
+
+    name: str
+    module: str
+    options: dict[str, Any] = field(default_factory=dict)
+    optimizers: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """``data.*``: where the data is and how it is loaded (see conf/config.yaml)."""
+
+    root: str
+    batch_size: int = 16
+    num_workers: int | str = "auto"
+    synthetic: bool = False
+    augment: bool = True
+    balance: str = "none"
+    download: bool = False
+    skip_corrupt: bool = False
+    cache_mb: float = 1024
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """``device.*``: the accelerator and the strategy (single, ddp, dp)."""
+
+    accelerator: str = "auto"
+    strategy: str = "single"
+    devices: int | str = 1
+    gpus: Any = None
+    backend: str | None = None
+    sync_batchnorm: bool = False
+
+
+@dataclass
+class Settings:
+    """Everything a run needs to know, as plain values.
+
+    ``trainer`` holds the Trainer's keyword arguments as the config has them. ``model``,
+    ``optimizer``, ``scheduler``, ``loss`` and ``regularizer`` are their groups' nodes as plain
+    dicts (``_target_`` and the keys torchcamp reads, see :mod:`~torchcamp.trainer.app.builders`),
+    empty or None where the group is ``none``; ``callbacks`` the callback nodes by name.
+    ``run_dir`` is this invocation's directory, ``overrides`` its command line's ``key=value``
+    arguments (for ``resume=auto``), ``choices`` the option picked in each group (``loss:
+    focal``), ``config`` the whole resolved config (stored in checkpoints, shown in
+    TensorBoard's HParams).
+    """
+
+    task: TaskSettings
+    data: DataSettings
+    device: DeviceSettings
+    trainer: dict[str, Any]
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    loss: dict[str, Any] | None
+    regularizer: dict[str, Any] | None
+    callbacks: dict[str, dict[str, Any]]
+    seed: int
+    resume: str | None
+    output_root: str
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    choices: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Settings:
+    """Check ``cfg`` (one line per mistake, :class:`UserError`) and read it into
+    :class:`Settings`.
+
+    The run directory, overrides and group choices come from Hydra when it runs the command;
+    from ``cfg.hydra`` when the config was composed with ``return_hydra_config=True``; else
+    ``run_dir`` or ``<output_root>/DATE/TIME`` and none.
+    """
+    validate(cfg)
+    hydra = _hydra_info(cfg)
+    # Without Hydra's own node, which has values only Hydra's runtime fills in.
+    config = {key: _plain(cfg[key]) for key in cfg if key != "hydra"}
+    nodes = {name: config.get(name) for name in GROUP_NODES}
+    callbacks = {k: v for k, v in (config.get("callbacks") or {}).items() if v is not None}
+    task = dict(config["task"])
+    return Settings(
+        task=TaskSettings(
+            name=task["name"],
+            module=task["module"],
+            options=task.get("options") or {},
+            optimizers=task.get("optimizers"),
+        ),
+        data=DataSettings(**config["data"]),
+        device=DeviceSettings(**config["device"]),
+        # `trainer.precision=32` arrives as a number; the Trainer takes the name "32".
+        trainer=config["trainer"] | {"precision": str(config["trainer"]["precision"])},
+        **nodes,
+        callbacks=callbacks,
+        seed=config["seed"],
+        resume=config.get("resume") or None,
+        output_root=config["output_root"],
+        run_dir=Path(run_dir or hydra.get("run_dir") or timestamped_dir(config["output_root"])),
+        overrides=hydra.get("overrides", []),
+        choices=hydra.get("choices", {}),
+        config=config,
+    )
+
+
+# The groups whose nodes go to builders as plain dicts.
+GROUP_NODES = ("model", "optimizer", "scheduler", "loss", "regularizer")
+
+
+def timestamped_dir(output_root: str, suffix: str = "") -> Path:
+    """``<output_root>/DATE/TIME[-suffix]``, as Hydra names a run's directory."""
+    now = datetime.now()
+    time = now.strftime("%H-%M-%S") + (f"-{suffix}" if suffix else "")
+    return Path(output_root) / now.strftime("%Y-%m-%d") / time
+
+
+def _hydra_info(cfg: DictConfig) -> dict[str, Any]:
+    """This run's directory, command-line overrides and group choices, where Hydra knows them."""
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        run_dir = hydra.runtime.output_dir
+        overrides, choices = hydra.overrides.task, hydra.runtime.choices
+    elif "hydra" in cfg:  # composed with return_hydra_config=True (Hydra's compose API)
+        hydra = cfg.hydra
+        run_dir = hydra.run.dir if OmegaConf.select(hydra, "run.dir") else None
+        overrides, choices = hydra.overrides.task, hydra.runtime.choices
+    else:
+        return {}
+    choices = {g: c for g, c in choices.items() if not g.startswith("hydra") and c is not None}
+    return {"run_dir": run_dir, "overrides": list(overrides), "choices": dict(choices)}
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -1,0 +1,219 @@
+"""Training a run: :func:`train` for a composed config (the ``train`` command, a notebook, a
+test), :func:`run_training` for one process's part of it (one DDP rank each).
+
+A run's life, in order: settings read once; the process set up (device, seed, DDP group); the
+checkpoint to resume read and checked before any work; the run directory picked (a run's own
+``last.pt`` continues that run) and locked; the run assembled; fit; the test split scored with
+the best epoch's weights; ``metrics.json`` written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from torchcamp.trainer import distributed
+from torchcamp.trainer.app.assembly import build_context, build_trainer
+from torchcamp.trainer.app.callbacks import build_callbacks
+from torchcamp.trainer.app.ddp import launch_ddp
+from torchcamp.trainer.app.logs import also_logging_to
+from torchcamp.trainer.app.process import setup_process
+from torchcamp.trainer.app.run_dir import RunDirectory, newest_resumable, write_metrics
+from torchcamp.trainer.app.settings import Settings, read_settings
+from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
+from torchcamp.trainer.checkpoint import load_checkpoint
+from torchcamp.trainer.errors import TrainingInterrupted, UserError
+from torchcamp.trainer.signals import stop_at_step_boundary
+from torchcamp.trainer.trainer import Trainer
+
+log = logging.getLogger("torchcamp")
+
+Checkpoint = tuple[Path, dict[str, Any]]  # a checkpoint's path and its loaded state
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train as the composed ``cfg`` says and return the final metrics.
+
+    ``cfg`` comes from Hydra: the ``train`` command, or its compose API in a notebook or a test
+    (``compose("config", overrides=[...])``). The run's directory is Hydra's output directory,
+    else ``run_dir``, else ``<output_root>/DATE/TIME``. Under ``device=ddp`` it starts one
+    process per device, unless torchrun or SLURM started this one as a rank.
+    """
+    settings = read_settings(cfg, run_dir)
+    if settings.device.strategy == "ddp" and not distributed.launched_externally():
+        return launch_ddp(settings, run_training)
+    return run_training(settings)
+
+
+def run_training(settings: Settings) -> dict[str, Any]:
+    """This process's part of the run (under DDP, one rank's; only rank 0 writes files)."""
+    device, gpus = setup_process(settings)
+    is_main = distributed.rank() == 0
+    meta = {
+        "task": settings.task.name,
+        "choices": settings.choices,
+        "overrides": settings.overrides,
+    }
+    resume = resume_checkpoint(settings, meta)  # a wrong or foreign checkpoint fails at once
+    own = RunDirectory(settings.run_dir)
+    continued = RunDirectory.continued_by(resume[0] if resume else None)
+    directory = continued or own
+    with _held_by_this_run(directory, is_main):
+        if continued is not None:
+            finished = continued.finished_metrics(
+                resume[1]["epoch"], settings.trainer["max_epochs"]
+            )
+            if finished is not None:
+                log.info(
+                    "%s finished this run already (epoch %d); nothing to train. Start a new run "
+                    "with resume=null, or raise trainer.max_epochs",
+                    continued.path,
+                    finished["epoch"],
+                )
+                metrics = finished | {"status": "skipped", "run_dir": str(continued.path)}
+                if is_main:
+                    write_metrics(metrics, [own.path])
+                return metrics
+            log.info(
+                "continuing the run in %s (its checkpoints, TensorBoard files, log)", directory.path
+            )
+        with also_logging_to(directory.log_file if continued and is_main else None):
+            return _fit(settings, directory, own, resume, meta, device, gpus)
+
+
+def _fit(
+    settings: Settings,
+    directory: RunDirectory,
+    own: RunDirectory,
+    resume: Checkpoint | None,
+    meta: dict[str, Any],
+    device: Any,
+    gpus: list[int],
+) -> dict[str, Any]:
+    """Assemble the run in ``directory``, fit, test with the best weights, write the metrics
+    (also into this invocation's own directory)."""
+    run = build_context(settings, directory, meta, device)
+    callbacks = build_callbacks(settings.callbacks, run)
+    trainer = build_trainer(run, gpus, callbacks)
+    if resume is not None:
+        restore(trainer, *resume)
+    checkpoints = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
+    # The test split is scored with the best epoch's weights, as Lightning's ckpt_path="best";
+    # without a checkpoint callback, with the weights training ended with.
+    test_weights = checkpoints.best_weights if checkpoints is not None else None
+    written = {directory.path, own.path} if run.is_main else set()
+    summary = {
+        "run_dir": str(directory.path),
+        "resumed_from": str(resume[0]) if resume else None,
+    }
+    loaders = run.loaders
+    try:
+        with stop_at_step_boundary(trainer):
+            metrics = trainer.fit(
+                loaders["train"], loaders.get("val"), loaders.get("test"), test_weights=test_weights
+            )
+    except TrainingInterrupted:
+        stopped = {
+            "status": "interrupted",
+            "epoch": trainer.epoch,
+            "global_step": trainer.global_step,
+        }
+        write_metrics(summary | stopped, written)
+        raise
+    metrics |= {
+        "epoch": trainer.epoch,
+        "global_step": trainer.global_step,
+        "skipped_steps": trainer.skipped_steps,  # fp16 steps the GradScaler skipped
+        "time/fit_seconds": round(trainer.fit_seconds, 3),
+        "task": settings.task.name,
+        "synthetic": settings.data.synthetic,
+        "data/skipped_corrupt": sum(len(getattr(ds, "skipped", [])) for ds in run.splits.values()),
+        "data/cached_mb": round(run.cached_mb, 1),
+        "world_size": distributed.world_size(),
+        **summary,
+        "status": "resumed" if resume else "completed",
+    }
+    write_metrics(metrics, written)
+    return metrics
+
+
+@contextmanager
+def _held_by_this_run(directory: RunDirectory, is_main: bool) -> Iterator[None]:
+    """Rank 0 locks the run directory (see :meth:`RunDirectory.lock`); every rank is refused
+    together when another process holds it."""
+    with ExitStack() as stack:
+        refused = None
+        if is_main:
+            try:
+                stack.enter_context(directory.lock())
+            except UserError as error:
+                refused = error
+        if distributed.any_rank(refused is not None):
+            raise refused or UserError(f"run {directory.path} is held by another process")
+        yield
+
+
+def resume_checkpoint(settings: Settings, meta: dict[str, Any]) -> Checkpoint | None:
+    """The checkpoint to resume (``resume=PATH`` or ``auto``) and its state, checked to be of
+    this task and model; None to start fresh."""
+    resume = settings.resume
+    if resume is None:
+        return None
+    if resume != "auto":
+        if not Path(resume).is_file():
+            raise UserError(
+                f"resume={resume}: no such checkpoint file "
+                "(give the path of a last.pt or best.pt, or resume=auto)"
+            )
+        found = Path(resume), load_checkpoint(resume)
+    else:
+        found = newest_resumable(settings.output_root, settings.task.name, settings.overrides)
+    if found is None:
+        log.info(
+            "resume=auto: no earlier run of task=%s with these overrides under %s; starting fresh",
+            settings.task.name,
+            settings.output_root,
+        )
+        return None
+    _check_same_job(found[0], found[1].get("meta") or {}, meta)
+    return found
+
+
+def _check_same_job(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """A checkpoint of another task or model: one line naming both, before any state is read."""
+
+    def describe(meta: dict[str, Any]) -> str:
+        return f"task={meta.get('task')} model={(meta.get('choices') or {}).get('model')}"
+
+    if describe(saved) != describe(current):
+        raise UserError(
+            f"checkpoint {path} is {describe(saved)}; this run is {describe(current)}: resume "
+            "with the checkpoint's task and model, or start from its weights with "
+            "model.weights_path=... and resume=null"
+        )
+
+
+def restore(trainer: Trainer, path: Path, state: dict[str, Any]) -> None:
+    """Continue ``trainer`` from the checkpoint's state; one that does not fit this run (another
+    schedule length, other weights) is a one-line error."""
+    saved_total = next(iter(state["schedulers"].values()), {}).get("total_steps")
+    total = getattr(trainer.scheduler, "total_steps", None)
+    if saved_total is not None and total is not None and saved_total != total:
+        raise UserError(
+            f"checkpoint {path} has a schedule of total_steps={saved_total} optimizer steps and "
+            f"this run needs {total}: resume with the checkpoint's trainer.max_epochs, or set "
+            f"scheduler.total_steps={saved_total}"
+        )
+    try:
+        trainer.load_state_dict(state)
+    except (UserError, RuntimeError, ValueError, KeyError) as error:
+        raise UserError(
+            f"checkpoint {path} does not fit this run "
+            f"({str(error).strip().splitlines()[0]}); resume with the same task and model"
+        ) from error
+    log.info("resumed from %s at epoch %d, step %d", path, trainer.epoch, trainer.global_step)

@@ -1,0 +1,38 @@
+"""The callback protocol: extras around the training loop as a small sorted list (fastai's
+``run_cbs``). This module imports nothing heavy, so importing the Trainer stays light; the
+callbacks themselves live in this package's modules (``checkpointing``, ``tensorboard``,
+``model_views``).
+
+Events, in the order the Trainer fires them:
+
+- ``on_fit_start(trainer)`` before the first batch;
+- ``on_train_step_end(trainer, outputs)`` after each optimizer step;
+- ``on_save_checkpoint(trainer)`` just before a checkpoint of the current step is written
+  (loggers flush, so nothing logged up to that step can be lost behind it);
+- ``on_epoch_end(trainer, metrics)`` after validation;
+- ``on_fit_end(trainer, metrics)`` with the final metrics (test included);
+- ``on_nonfinite_loss(trainer)`` when a NaN/Inf loss stops the run;
+- ``on_interrupt(trainer)`` when a signal stops it at a step boundary.
+
+A callback with state to carry across a resume defines ``state_dict()`` and
+``load_state_dict(state)``; the Trainer stores it in the checkpoint under the class's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class Callback:
+    """Base class: override the events you need. Lower ``order`` runs first."""
+
+    order = 0
+
+
+def run_callbacks(callbacks: Iterable[Any], event: str, *args: Any) -> None:
+    """Call ``event`` on every callback that defines it, in ``order`` (0 when it has none)."""
+    for callback in sorted(callbacks, key=lambda cb: getattr(cb, "order", 0)):
+        method = getattr(callback, event, None)
+        if method is not None:
+            method(*args)
