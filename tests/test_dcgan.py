@@ -101,8 +101,10 @@ def test_trainer_phases_match_the_hand_written_gan_loop(accumulate):
 def test_generator_phase_leaves_no_gradient_in_the_discriminator():
     trainer, model = make_gan_trainer(accumulate=1)
     real = torch.rand(4, 3, 64, 64) * 2 - 1
-    with without_grad(trainer.held_fixed["G"]):
-        trainer.scaler.scale(dcgan.step(model, real, trainer.loss_fn, "G")["loss"]).backward()
+    with without_grad(trainer.optimization.held_fixed["G"]):
+        trainer.optimization.scaler.scale(
+            dcgan.step(model, real, trainer.loss_fn, "G")["loss"]
+        ).backward()
     assert all(p.grad is None for p in model.discriminator.parameters())
     assert all(p.grad is not None for p in model.generator.parameters())
     assert all(p.requires_grad for p in model.parameters())  # restored afterwards
@@ -236,9 +238,13 @@ def test_one_grad_scaler_skips_both_steps_on_overflow_and_backs_off_once():
         precision="16-mixed",
         progress=False,
     )
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)  # every gradient overflows
+    trainer.optimization.scaler = torch.amp.GradScaler(
+        "cpu", init_scale=2.0**100
+    )  # every gradient overflows
     before = {k: v.clone() for k, v in model.state_dict().items() if "weight" in k}
     trainer.train_one_epoch(DataLoader(list(torch.rand(4, 3, 64, 64) * 2 - 1), batch_size=4))
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # D and G skipped
-    assert trainer.scaler.get_scale() == 2.0**99  # one back-off for the step, not one per part
+    assert (
+        trainer.optimization.scaler.get_scale() == 2.0**99
+    )  # one back-off for the step, not one per part
     assert trainer.global_step == 1

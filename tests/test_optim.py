@@ -36,7 +36,7 @@ class StepRecorder(Callback):
         self.check = check
 
     def on_train_step_end(self, trainer, outputs):
-        self.lrs.append(list(trainer.step_lrs.values()))
+        self.lrs.append(list(trainer.optimization.step_lrs.values()))
         if self.check is not None:
             self.check(trainer)
 
@@ -68,7 +68,7 @@ def test_lbfgs_converges_on_a_least_squares_problem():
         model,
     )
     trainer = Trainer(model, regression_step, optimizer, nn.MSELoss(), max_epochs=5, progress=False)
-    assert trainer.needs_closure
+    assert trainer.optimization.needs_closure
     loader = DataLoader(TensorDataset(inputs, targets), batch_size=64)  # full batch
     metrics = trainer.fit(loader)
     assert metrics["train/loss"] < 1e-8

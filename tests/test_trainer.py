@@ -65,7 +65,9 @@ def test_last_partial_window_still_steps_and_is_averaged_over_its_batches():
 def test_per_step_scheduler_counts_optimizer_steps_not_batches():
     model = make_model()
     trainer = make_trainer(model, accumulate_grad_batches=4, scheduler_interval="step")
-    trainer.schedulers["model"] = torch.optim.lr_scheduler.StepLR(trainer.optimizer, 1, gamma=0.5)
+    trainer.optimization.schedulers["model"] = torch.optim.lr_scheduler.StepLR(
+        trainer.optimizer, 1, gamma=0.5
+    )
     trainer.train_one_epoch(DataLoader(make_data(n=64), batch_size=8))  # 8 batches -> 2 steps
     assert trainer.global_step == 2
     assert trainer.lr == pytest.approx(0.5 * 0.5**2)
@@ -103,8 +105,8 @@ def test_bf16_autocast_on_cpu():
 
 
 def test_grad_scaler_is_only_enabled_for_fp16():
-    assert not make_trainer(make_model(), precision="bf16-mixed").scaler.is_enabled()
-    assert not make_trainer(make_model(), precision="32").scaler.is_enabled()
+    assert not make_trainer(make_model(), precision="bf16-mixed").optimization.scaler.is_enabled()
+    assert not make_trainer(make_model(), precision="32").optimization.scaler.is_enabled()
 
 
 def test_best_metric_and_callbacks_in_order():
@@ -192,7 +194,9 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_weights(
 def test_fp16_counts_the_steps_the_scaler_skips(caplog):
     model = make_model()
     trainer = make_trainer(model, precision="16-mixed")
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)  # the first step overflows
+    trainer.optimization.scaler = torch.amp.GradScaler(
+        "cpu", init_scale=2.0**100
+    )  # the first step overflows
     trainer.train_one_epoch(DataLoader(make_data(n=16), batch_size=8))
     assert trainer.skipped_steps >= 1 and trainer.global_step == 2
     assert "fp16: optimizer step 1 skipped" in caplog.text

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from torchcamp.trainer import distributed
+
+
+class Evaluator(Protocol):
+    """A metric over a whole evaluation pass that batch means cannot give (detection mAP):
+    fed every step's outputs, computed once at the end (over all ranks under DDP)."""
+
+    def update(self, outputs: Mapping[str, Any]) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
 
 
 class EpochSums:

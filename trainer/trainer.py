@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,18 +32,14 @@ from torchcamp.trainer.callbacks import Callback, run_callbacks
 from torchcamp.trainer.checkpoint import load_weights
 from torchcamp.trainer.data import epoch_batches
 from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
-from torchcamp.trainer.metrics import EpochSums, batch_size, format_metrics
-from torchcamp.trainer.params import (
-    check_optimizers_fit,
-    log_parameters,
-    needs_closure,
-    other_parts_params,
-    without_grad,
-)
+from torchcamp.trainer.metrics import EpochSums, Evaluator, batch_size, format_metrics
+from torchcamp.trainer.optimization import SINGLE, Optimization
+from torchcamp.trainer.params import check_optimizers_fit, log_parameters, without_grad
 from torchcamp.trainer.regularizers import Regularizer
 from torchcamp.trainer.utils import (
     get_rng_state,
     move_to_device,
+    set_backend_flags,
     set_rng_state,
     to_channels_last,
 )
@@ -51,17 +47,6 @@ from torchcamp.trainer.utils import (
 log = logging.getLogger(__name__)
 
 StepFn = Callable[..., Mapping[str, Any]]
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-SINGLE = "model"  # the name of the one optimizer of an ordinary task
-
-
-class Evaluator(Protocol):
-    """A metric over a whole evaluation pass that batch means cannot give (detection mAP):
-    fed every step's outputs, computed once at the end (over all ranks under DDP)."""
-
-    def update(self, outputs: Mapping[str, Any]) -> None: ...
-
-    def compute(self) -> dict[str, float]: ...
 
 
 class Trainer:
@@ -95,14 +80,7 @@ class Trainer:
         cudnn_benchmark: bool = False,
         detect_anomaly: bool = False,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        # Process-wide switches, as Lightning's Trainer sets them.
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-        torch.autograd.set_detect_anomaly(detect_anomaly)
-        if deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic = True
+        set_backend_flags(deterministic, cudnn_benchmark, detect_anomaly)
         self.device = torch.device(device)
         # `model` may be wrapped (DistributedDataParallel, DataParallel, torch.compile): it runs
         # the steps; `module` is the bare model that is summarised and saved, so a checkpoint
@@ -117,31 +95,23 @@ class Trainer:
         if isinstance(loss_fn, nn.Module):
             loss_fn.to(self.device)  # class weights and other buffers
         self.step_fn, self.loss_fn, self.regularizer = step_fn, loss_fn, regularizer
-        # Optimizers (and their schedulers) by part, stepped in this order on every batch.
-        self.phased = isinstance(optimizer, Mapping)
-        self.optimizers = dict(optimizer) if self.phased else {SINGLE: optimizer}
-        if scheduler is None or isinstance(scheduler, Mapping):
-            self.schedulers = {k: v for k, v in (scheduler or {}).items() if v is not None}
-        else:
-            self.schedulers = {SINGLE: scheduler}
-        # Held without gradients while each part trains (computed once, not every step).
-        self.held_fixed = {
-            phase: other_parts_params(self.optimizers, phase) for phase in self.optimizers
-        }
-        self.scheduler_interval = scheduler_interval
-        self.precision = precision
+        self.optimization = Optimization(
+            optimizer,
+            scheduler,
+            scheduler_interval=scheduler_interval,
+            precision=precision,
+            device_type=self.device.type,
+            gradient_clip_val=gradient_clip_val,
+        )
+        self.optimizers = self.optimization.optimizers  # by part, stepped in this order
+        self.phased = self.optimization.phased
         self.max_epochs = max_epochs
         self.accumulate_grad_batches = accumulate_grad_batches
-        self.gradient_clip_val = gradient_clip_val
         self.log_every_n_steps = log_every_n_steps
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.callbacks = list(callbacks)  # run_callbacks calls them in `order`
         # Bars only where a person watches: a log file or CI gets one line per epoch instead.
         self.progress = progress and sys.stdout.isatty()
-        # fp16 needs loss scaling to keep small gradients from underflowing; bf16 does not.
-        # One scaler serves every optimizer: each is stepped through it, and the scale is
-        # updated once per optimizer step of the whole model (PyTorch's AMP recipe).
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "16-mixed")
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
         # Batches of the current epoch already trained on: a checkpoint written mid-epoch (always
@@ -156,14 +126,11 @@ class Trainer:
         self.is_best = False  # did the last evaluation set a new best?
         self.fit_seconds = 0.0  # first training batch to the end of the last validation
         self._fit_started: float | None = None
-        self.step_lrs: dict[str, float] = {}  # "group0" (or "D/group0"): lr of the last step
-        self.skipped_steps = 0  # fp16: optimizer steps the GradScaler skipped (inf/NaN grads)
         # A step may return count tensors (e.g. a confusion matrix): summed over the epoch and
         # the ranks, kept here per split, and turned into metrics by `summarize_fn`.
         self.summarize_fn = summarize_fn
         self.epoch_counts: dict[str, dict[str, torch.Tensor]] = {}
         self.make_evaluator = make_evaluator
-        self.needs_closure = any(map(needs_closure, self.optimizers.values()))
         check_optimizers_fit(self.model, self.optimizers, accumulate_grad_batches, precision)
 
     # ---- the loop -------------------------------------------------------------------------
@@ -204,8 +171,7 @@ class Trainer:
             self._update_best(metrics)
             if self._fit_started is not None:
                 self.fit_seconds = fit_seconds_before + time.perf_counter() - self._fit_started
-            if self.scheduler_interval == "epoch":
-                self._epoch_scheduler_step(metrics)
+            self.optimization.end_epoch(metrics, self.monitor)
             log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, format_metrics(metrics))
             run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
             self._stop_if_requested()  # last.pt of this epoch is written: nothing more to save
@@ -236,7 +202,8 @@ class Trainer:
             leave=False,
             disable=not self.progress,
         )
-        accumulate = 1 if self.needs_closure else self.accumulate_grad_batches
+        needs_closure = self.optimization.needs_closure
+        accumulate = 1 if needs_closure else self.accumulate_grad_batches
         for batch_idx, batch in enumerate(bar, start):
             if self._fit_started is None:
                 self._fit_started = time.perf_counter()
@@ -244,7 +211,7 @@ class Trainer:
             # The last window of an epoch may be shorter than k: average over what it has.
             window_size = min(accumulate, num_batches - window_start)
             steps_now = batch_idx + 1 == window_start + window_size
-            if self.needs_closure:
+            if needs_closure:
                 out = self._closure_step(batch)
             else:
                 out = self._train_step(batch, batch_idx == window_start, window_size, steps_now)
@@ -330,17 +297,17 @@ class Trainer:
             if window_starts:
                 optimizer.zero_grad(set_to_none=True)
             sync = nullcontext() if steps_now or no_sync is None else no_sync()
-            with without_grad(self.held_fixed[phase]), sync:
+            with without_grad(self.optimization.held_fixed[phase]), sync:
                 phase_out = self._forward(batch, training=True, phase=phase)
                 loss = self._check_finite(phase_out["loss"], phase)
                 if window_size > 1:  # the window's gradient is the mean of its micro-batches'
                     loss = loss / window_size
-                self.scaler.scale(loss).backward()
+                self.optimization.backward(loss)
             if steps_now:
-                self._optimizer_step(optimizer)
+                self.optimization.step(optimizer)
             out |= self._named(phase, phase_out)
         if steps_now:
-            self._update_scaler()
+            self.optimization.update_scaler(self.global_step + 1)
             self._after_optimizer_step()
         return out
 
@@ -349,7 +316,7 @@ class Trainer:
     ) -> dict[str, Any]:
         """The task's step on a batch already on the device, under autocast."""
         phase_arg = {"phase": phase} if self.phased else {}
-        with self._autocast():
+        with self.optimization.autocast():
             # `is None`, not `or`: a compiled module has no truth value (it asks for len()).
             model = self.model if model is None else model
             out = dict(self.step_fn(model, batch, self.loss_fn, **phase_arg))
@@ -368,7 +335,7 @@ class Trainer:
     def _check_finite(self, loss: torch.Tensor, phase: str) -> torch.Tensor:
         """``loss``, or stop at a NaN/Inf loss before it reaches the weights; under fp16 the
         GradScaler skips such steps itself (counted in :meth:`_update_scaler`)."""
-        if self.scaler.is_enabled() or math.isfinite(loss.item()):
+        if self.optimization.scaler.is_enabled() or math.isfinite(loss.item()):
             return loss
         part = f" (part {phase})" if self.phased else ""
         raise NonFiniteLossError(
@@ -379,99 +346,47 @@ class Trainer:
             "checkpoints/last_good.pt; trainer.detect_anomaly=true names the operation"
         )
 
-    def _update_scaler(self) -> None:
-        """Once every optimizer has stepped; a lower scale afterwards means they skipped."""
-        if not self.scaler.is_enabled():
-            return
-        scale = self.scaler.get_scale()
-        self.scaler.update()
-        if self.scaler.get_scale() < scale:
-            self.skipped_steps += 1
-            log.warning(
-                "fp16: optimizer step %d skipped (inf/NaN gradients), loss scale now %g; "
-                "%d skipped so far",
-                self.global_step + 1,
-                self.scaler.get_scale(),
-                self.skipped_steps,
-            )
-
     def _named(self, phase: str, out: Mapping[str, Any]) -> dict[str, Any]:
         """A phase's outputs, its ``loss`` renamed ``loss_<phase>`` (``loss_D``, ``loss_G``)."""
         if not self.phased:
             return dict(out)
         return {f"loss_{phase}" if k == "loss" else k: v for k, v in out.items()}
 
-    def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Clip and step one optimizer; the scaler is updated once all have stepped."""
-        if self.gradient_clip_val is not None:
-            self.scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
-        self.scaler.step(optimizer)
-
     def _closure_step(self, batch: Any) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         # The optimizer calls the closure many times (line search): copy the batch over once.
         batch = self._to_device(batch)
-        optimizer = self.optimizer
 
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
+        def compute_loss() -> torch.Tensor:
             out.update(self._forward(batch, training=True))
-            out["loss"].backward()
-            if self.gradient_clip_val is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip_val)
             return out["loss"]
 
-        optimizer.step(closure)
+        self.optimization.step_with_closure(compute_loss, list(self.model.parameters()))
         self._after_optimizer_step()
         return out
 
     def _after_optimizer_step(self) -> None:
         self.global_step += 1
-        self.step_lrs = {
-            f"{name}/group{index}" if self.phased else f"group{index}": group["lr"]
-            for name, opt in self.optimizers.items()
-            for index, group in enumerate(opt.param_groups)
-        }
         if self.regularizer is not None:
             self.regularizer.after_step(self.module)  # constraints such as max_norm
-        if self.scheduler_interval == "step":
-            for scheduler in self.schedulers.values():
-                scheduler.step()
-
-    def _epoch_scheduler_step(self, metrics: Mapping[str, float]) -> None:
-        for scheduler in self.schedulers.values():
-            self._step_epoch_scheduler(scheduler, metrics)
-
-    def _step_epoch_scheduler(self, scheduler: Any, metrics: Mapping[str, float]) -> None:
-        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step()
-        elif self.monitor in metrics:
-            scheduler.step(metrics[self.monitor])
-        else:
-            raise UserError(
-                f"scheduler=plateau watches trainer.monitor={self.monitor}, which this run does "
-                f"not report; use one of {', '.join(sorted(metrics))}"
-            )
-
-    def _autocast(self):
-        if self.precision == "32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        self.optimization.end_step()
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         """The first (for most tasks the only) optimizer."""
-        return next(iter(self.optimizers.values()))
+        return self.optimization.optimizer
 
     @property
     def scheduler(self) -> Any:
         """The first optimizer's scheduler, or None."""
-        return self.schedulers.get(next(iter(self.optimizers)))
+        return self.optimization.scheduler
+
+    @property
+    def skipped_steps(self) -> int:
+        """fp16: optimizer steps the GradScaler skipped (inf/NaN gradients)."""
+        return self.optimization.skipped_steps
 
     @property
     def lr(self) -> float:
@@ -493,16 +408,13 @@ class Trainer:
         sums so far, best metric, RNG states, callbacks' states."""
         return {
             "model": self.module.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(),
+            **self.optimization.state_dict(),  # optimizers, schedulers, scaler, skipped_steps
             "epoch": self.epoch,
             "global_step": self.global_step,
             "batch_in_epoch": self.batch_in_epoch,
             "batches_per_epoch": self.batches_per_epoch,
             "train_sums": self._train_sums.state_dict(),
             "best": self.best,
-            "skipped_steps": self.skipped_steps,
             "fit_seconds": self.fit_seconds,
             "rng": get_rng_state(),
             "callbacks": {
@@ -516,17 +428,7 @@ class Trainer:
         """Restore what :meth:`state_dict` saved; training continues where it stopped (the RNG
         states are restored when :meth:`fit` starts)."""
         load_weights(self.module, state["model"], "the checkpoint")
-        if sorted(state["optimizers"]) != sorted(self.optimizers):
-            raise ValueError(
-                f"it trains {', '.join(state['optimizers'])}, this run {', '.join(self.optimizers)}"
-            )
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        for name, scheduler in self.schedulers.items():
-            if name in state["schedulers"]:
-                scheduler.load_state_dict(state["schedulers"][name])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self.optimization.load_state_dict(state)
         self.epoch, self.global_step, self.best = (
             state["epoch"],
             state["global_step"],
@@ -535,7 +437,6 @@ class Trainer:
         self.batch_in_epoch = state.get("batch_in_epoch", 0)
         self.batches_per_epoch = state.get("batches_per_epoch")
         self._train_sums.load_state_dict(state.get("train_sums") or {}, self.device)
-        self.skipped_steps = state.get("skipped_steps", 0)
         self.fit_seconds = state.get("fit_seconds", 0.0)
         for callback in self.callbacks:
             saved = (state.get("callbacks") or {}).get(type(callback).__name__)

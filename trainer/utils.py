@@ -17,6 +17,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_backend_flags(deterministic: bool, cudnn_benchmark: bool, detect_anomaly: bool) -> None:
+    """The process-wide switches a run asks for, as Lightning's Trainer sets them."""
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.autograd.set_detect_anomaly(detect_anomaly)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+
+
 def get_rng_state() -> dict[str, Any]:
     """Every global RNG state, as tensors and primitives only (loads with weights_only=True)."""
     version, mt_state, gauss = random.getstate()

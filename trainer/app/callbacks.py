@@ -107,18 +107,12 @@ def model_views(
     bad name stops them all); the callback runs on rank 0."""
     model = run.model
     kernel_layer = visualize.first_conv(model) if kernels else None
-    if feature_maps:
-        feature_layer = feature_layer or visualize.first_conv(model)
-        if feature_layer is not None:
-            visualize.find_layer(model, feature_layer, "callbacks.model_views.feature_layer")
-    else:
-        feature_layer = None
-    if grad_cam:
-        grad_cam_layer = grad_cam_layer or visualize.grad_cam_layer(model)
-        if grad_cam_layer is not None:
-            visualize.find_layer(model, grad_cam_layer, "callbacks.model_views.grad_cam_layer")
-    else:
-        grad_cam_layer = None
+    feature_layer = _view_layer(
+        model, feature_maps, feature_layer, visualize.first_conv, "feature_layer"
+    )
+    grad_cam_layer = _view_layer(
+        model, grad_cam, grad_cam_layer, visualize.grad_cam_layer, "grad_cam_layer"
+    )
     if not run.is_main:
         return None
     loaders = run.loaders
@@ -144,6 +138,17 @@ def model_views(
         # detector's images travel as a list).
         grad_cam_layer=grad_cam_layer if isinstance(images, torch.Tensor) else None,
     )
+
+
+def _view_layer(model: Any, on: bool, name: str | None, pick: Any, setting: str) -> str | None:
+    """The layer a view looks at: None when the view is off; ``name``, else ``pick(model)``
+    (None: the model has none). A name the model lacks is a UserError listing some it has."""
+    if not on:
+        return None
+    name = name or pick(model)
+    if name is not None:
+        visualize.find_layer(model, name, f"callbacks.model_views.{setting}")
+    return name
 
 
 def first_samples(loader: Any, count: int) -> Any:

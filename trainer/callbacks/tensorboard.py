@@ -70,7 +70,9 @@ class TensorBoardLogger(Callback):
             # Counts (a confusion matrix) are summed per epoch instead; the lrs are those each
             # parameter group just stepped with.
             scalars = {f"train/{n}_step": v.detach() for n, v in outputs.items() if v.ndim == 0}
-            self._add_scalars(scalars | {f"lr/{g}": lr for g, lr in trainer.step_lrs.items()}, step)
+            self._add_scalars(
+                scalars | {f"lr/{g}": lr for g, lr in trainer.optimization.step_lrs.items()}, step
+            )
 
     def on_save_checkpoint(self, trainer) -> None:
         # What was logged is on disk before a checkpoint of this step is (a run killed later
