@@ -54,15 +54,27 @@ class RunContext:
     cached_mb: float = 0.0
 
 
+# What every task module defines (the README's task contract).
+TASK_FUNCTIONS = ("build_datasets", "build_model", "step")
+
+
 def load_task(settings: Settings) -> ModuleType:
-    """The task's module (``task.module``)."""
+    """The task's module (``task.module``), checked to define :data:`TASK_FUNCTIONS`."""
+    name = settings.task.module
     try:
-        return importlib.import_module(settings.task.module)
+        task = importlib.import_module(name)
     except ImportError as error:
         raise UserError(
-            f"task.module={settings.task.module}: cannot import it ({error}); give an "
-            "importable module such as torchcamp.tasks.rmb"
+            f"task.module={name}: cannot import it ({error}); give an importable module such "
+            "as torchcamp.tasks.rmb"
         ) from error
+    missing = [f for f in TASK_FUNCTIONS if not callable(getattr(task, f, None))]
+    if missing:
+        raise UserError(
+            f"task.module={name} is not a task: it lacks {', '.join(missing)} (a task module "
+            f"defines {', '.join(TASK_FUNCTIONS)})"
+        )
+    return task
 
 
 def build_model(

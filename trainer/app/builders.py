@@ -188,11 +188,17 @@ def steps_per_epoch(loader: Any, accumulate_grad_batches: int) -> int:
 
 
 def call(group: str, factory: Callable, *args: Any) -> Any:
-    """Call a config-built factory; a wrong key under ``group`` becomes one clear line."""
+    """Call a config-built factory; whatever it raises becomes one line naming ``group``."""
     try:
         return factory(*args)
-    except (TypeError, ValueError, InstantiationException) as error:
-        message = str(error).strip().splitlines()[0]
+    except UserError:
+        raise
+    except Exception as error:  # a constructor refusing a value the config gave it
+        if isinstance(error.__cause__, UserError):  # raised inside Hydra's instantiate
+            raise error.__cause__ from None
+        # Hydra wraps the constructor's own error: "Error in call to target ...", then it.
+        reason = error.__cause__ if isinstance(error, InstantiationException) else error
+        message = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
         # A key left by a preset for another class (task=dcgan's Adam betas, then optimizer=sgd).
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
         fix = f"drop it with ~{group}.{unexpected[1]}" if unexpected else "check the overrides"

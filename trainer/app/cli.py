@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,12 @@ def exit_on_errors(command: Callable[..., Any], *args: Any) -> Any:
         _fail(user_message(error))
     except (HydraException, OmegaConfBaseException) as error:
         _fail(one_line(error))
+    except (ValueError, TypeError) as error:
+        if not _raised_in_hydra(error):
+            raise
+        # Hydra refuses some overrides with plain errors that name no key (group=null).
+        arguments = " ".join(arg for arg in sys.argv[1:] if "=" in arg)
+        _fail(f"cannot compose the config from {arguments}: {one_line(error)}")
     except TrainingInterrupted as stop:
         print(f"stopped: {stop}. Continue with the same command and resume=auto", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
@@ -148,6 +155,12 @@ def exit_on_errors(command: Callable[..., Any], *args: Any) -> Any:
         # Point stdout at /dev/null, or flushing it at exit fails once more, with a message.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+
+
+def _raised_in_hydra(error: BaseException) -> bool:
+    """Was ``error`` raised inside Hydra itself (composing the config), not in our code?"""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f"{os.sep}hydra{os.sep}" in frames[-1].filename
 
 
 def _fail(message: str) -> None:

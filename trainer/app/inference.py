@@ -25,6 +25,7 @@ from torchcamp.trainer.app.messages import one_line
 from torchcamp.trainer.app.process import setup_process
 from torchcamp.trainer.app.run_dir import write_metrics
 from torchcamp.trainer.app.settings import Settings, read_settings, timestamped_dir
+from torchcamp.trainer.app.signatures import check_targets
 from torchcamp.trainer.app.validation import ACCELERATORS, validate
 from torchcamp.trainer.checkpoint import load_checkpoint, load_weights
 from torchcamp.trainer.errors import UserError
@@ -40,6 +41,7 @@ def evaluate_command(options: dict[str, str], overrides: list[str]) -> None:
     output_dir = options.get("output_dir")
     out_dir = Path(output_dir) if output_dir else timestamped_dir(cfg.output_root, "evaluate")
     settings = read_settings(cfg, out_dir)
+    check_targets(settings, load_task(settings))
     out_dir.mkdir(parents=True, exist_ok=True)
     with also_logging_to(out_dir / "evaluate.log"):
         metrics = evaluate_checkpoint(settings, path, state)
@@ -97,6 +99,7 @@ def predict_command(options: dict[str, str], overrides: list[str]) -> None:
     cfg.trainer.precision = "32"
     output_dir = wanted.pop("output_dir") or timestamped_dir(cfg.output_root, "predict")
     settings = read_settings(cfg, output_dir)
+    check_targets(settings, load_task(settings))
     device, _ = setup_process(settings)
     task = load_task(settings)
     if not hasattr(task, "predict"):

@@ -10,6 +10,7 @@ the best epoch's weights; ``metrics.json`` written.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -18,13 +19,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from torchcamp.trainer import distributed
-from torchcamp.trainer.app.assembly import build_context, build_trainer
+from torchcamp.trainer.app.assembly import build_context, build_trainer, load_task
 from torchcamp.trainer.app.callbacks import build_callbacks
 from torchcamp.trainer.app.ddp import launch_ddp
 from torchcamp.trainer.app.logs import also_logging_to
 from torchcamp.trainer.app.process import setup_process
 from torchcamp.trainer.app.run_dir import RunDirectory, newest_resumable, write_metrics
 from torchcamp.trainer.app.settings import Settings, read_settings
+from torchcamp.trainer.app.signatures import check_targets
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.checkpoint import load_checkpoint
 from torchcamp.trainer.errors import TrainingInterrupted, UserError
@@ -45,6 +47,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     process per device, unless torchrun or SLURM started this one as a rank.
     """
     settings = read_settings(cfg, run_dir)
+    check_targets(settings, load_task(settings))
     if settings.device.strategy == "ddp" and not distributed.launched_externally():
         return launch_ddp(settings, run_training)
     return run_training(settings)
@@ -111,7 +114,7 @@ def _fit(
         "run_dir": str(directory.path),
         "resumed_from": str(resume[0]) if resume else None,
     }
-    loaders = run.loaders
+    loaders, first_epoch = run.loaders, trainer.epoch
     try:
         with stop_at_step_boundary(trainer):
             metrics = trainer.fit(
@@ -125,6 +128,12 @@ def _fit(
         }
         write_metrics(summary | stopped, written)
         raise
+    except UserError:
+        raise
+    except Exception as error:
+        if trainer.epoch != first_epoch:
+            raise  # an epoch went through: a bug, not a value the config gave
+        raise _first_epoch_error(error, settings, directory if run.is_main else None) from error
     metrics |= {
         "epoch": trainer.epoch,
         "global_step": trainer.global_step,
@@ -140,6 +149,26 @@ def _fit(
     }
     write_metrics(metrics, written)
     return metrics
+
+
+def _first_epoch_error(
+    error: Exception, settings: Settings, directory: RunDirectory | None
+) -> UserError:
+    """An error in a run's first epoch comes, as a rule, from a value that a constructor
+    accepted and the object could not use (``scheduler.step_size=0`` fails at the epoch's end):
+    one line naming the command line's overrides, the traceback in the run's train.log."""
+    where = ""
+    if directory is not None:
+        with open(directory.log_file, "a") as log_file:
+            traceback.print_exception(error, file=log_file)
+        where = f"; the traceback is in {directory.log_file}"
+    reason = (str(error).strip().splitlines() or [""])[0]
+    overrides = " ".join(o for o in settings.overrides if not o.startswith("hydra.")) or "none"
+    return UserError(
+        f"the first epoch failed with {type(error).__name__}: {reason} (a value from "
+        f"the config that an object accepted and could not use? this run's overrides: "
+        f"{overrides}){where}"
+    )
 
 
 @contextmanager

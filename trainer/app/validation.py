@@ -6,6 +6,7 @@ ranges for the user-facing keys. Imports no torch, so ``--cfg job`` stays fast.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -60,12 +61,51 @@ def _is_callback(node: Any) -> bool:  # None: switched off with callbacks.<name>
 
 
 def _one_of(*allowed: str) -> tuple[Callable[[Any], bool], str]:
-    return (lambda value: str(value) in allowed), "one of " + ", ".join(allowed)
+    def accepts(value: Any) -> bool:
+        return isinstance(value, (str, int, float)) and str(value) in allowed
+
+    return accepts, "one of " + ", ".join(allowed)
+
+
+# How a classifier feeds its loss (tasks/classification.py's INPUTS and TARGETS; a test keeps
+# them equal, and this module imports no torch).
+LOSS_INPUTS = ("log_softmax", "logits", "sigmoid", "softmax")
+LOSS_TARGETS = ("index", "one_hot", "signed")
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, (dict, DictConfig))
+
+
+def _is_module_path(value: Any) -> bool:
+    return isinstance(value, str) and all(part.isidentifier() for part in value.split("."))
 
 
 # key -> (accepts the value?, what is allowed). Keys absent from the config are skipped.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (_is_int, "an integer"),
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    "resume": (lambda v: v is None or _is_text(v), "null, auto or a checkpoint's path"),
+    "output_root": (_is_text, "a folder path"),
+    "task.name": (_is_text, "a task's name"),
+    "task.module": (_is_module_path, "an importable module such as torchcamp.tasks.rmb"),
+    "task.options": (lambda v: v is None or _is_dict(v), "the task's options as key: value"),
+    "task.optimizers": (
+        lambda v: v is None or (_is_dict(v) and all(p is None or _is_dict(p) for p in v.values())),
+        "per-part optimizer keys: task.optimizers.<part>.<key>=value",
+    ),
+    "loss.adapt": (lambda v: v is None or _is_dict(v), "the task's loss adapter keys"),
+    "loss.adapt.input": _one_of(*LOSS_INPUTS),
+    "loss.adapt.target": _one_of(*LOSS_TARGETS),
+    "loss.adapt.label_smoothing": (
+        lambda v: _is_number(v) and 0 <= v < 0.5,
+        "a number in [0, 0.5) (the course: 0.1)",
+    ),
+    "loss.binary_only": (lambda v: isinstance(v, bool), "true or false"),
+    "model.weights_path": (lambda v: v is None or _is_text(v), "null or a state dict's path"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.precision": _one_of(*PRECISIONS),
     "trainer.accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -118,7 +158,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.balance": _one_of("none", "sampler", "weights"),
     "data.download": (lambda v: isinstance(v, bool), "true or false"),
     "data.skip_corrupt": (lambda v: isinstance(v, bool), "true or false"),
-    "data.cache_mb": (lambda v: _is_number(v) and v >= 0, "a number of MB >= 0 (0: no cache)"),
+    "data.cache_mb": (
+        lambda v: _is_number(v) and 0 <= v < math.inf,
+        "a number of MB >= 0 (0: no cache)",
+    ),
     "optimizer.lr": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "scheduler.interval": _one_of("epoch", "step"),
     "regularizer.weight": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
@@ -172,7 +215,10 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _show(value: Any) -> str:
-    return "null" if value is None else str(value)
+    """A value as it is typed on the command line: null, true, 3, abc."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
 
 
 _MISSING = object()

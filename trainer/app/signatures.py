@@ -1,0 +1,155 @@
+"""Every value bound for a ``_target_`` checked against the target's signature before any work:
+a key the target does not take, or a value its annotation rules out, is one line naming the
+node (``scheduler.step_size='abc' is not allowed: StepLR takes step_size: int``).
+
+Types are checked with typeguard's ``check_type``, which understands the annotations torch and
+torchvision write (unions, optionals, ``Literal``, generic containers) without code of ours
+per type. What a target does not annotate is not checked, and neither is anything typeguard
+cannot judge: the constructor and the first step still stand behind this (see
+:func:`torchcamp.trainer.app.builders.call` and ``first_step_error`` in train.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Collection, Mapping
+from types import ModuleType
+from typing import Any
+
+import torch
+from hydra.utils import get_object
+from typeguard import TypeCheckError, check_type
+
+from torchcamp.trainer.app.settings import Settings
+from torchcamp.trainer.errors import UserError
+
+# Keys each group's node holds for torchcamp itself: taken out before the rest reaches the
+# `_target_` (see builders.py), and checked by the rules table instead.
+OWN_KEYS = {
+    "model": {"freeze", "init", "init_std", "weights_path"},
+    "optimizer": {"no_decay_bias_norm", "param_groups"},
+    "scheduler": {"interval"},
+    "loss": {"adapt", "binary_only"},
+    "regularizer": set(),
+}
+# Arguments the run passes itself, never from the config.
+SUPPLIED = {"params", "optimizer", "run"}
+
+
+def check_targets(settings: Settings, task: ModuleType) -> None:
+    """Check every ``_target_`` node of the run: the groups, each part's optimizer (a GAN's
+    ``task.optimizers``) and the callbacks; and ``task.options`` against the task's
+    ``build_datasets``, which receives them."""
+    check_arguments("task.options", task.build_datasets, settings.task.options)
+    for group, own in OWN_KEYS.items():
+        node = getattr(settings, group)
+        if node:
+            check_node(group, node, own)
+    for part, changes in (settings.task.optimizers or {}).items():
+        node = {**settings.optimizer, **(changes or {})}
+        check_node(f"task.optimizers.{part}", node, OWN_KEYS["optimizer"])
+    for name, node in settings.callbacks.items():
+        check_node(f"callbacks.{name}", node)
+
+
+def check_node(path: str, node: Mapping[str, Any], own: Collection[str] = ()) -> None:
+    """``node``'s keys and values against its ``_target_``'s signature (nested nodes too),
+    leaving out the keys torchcamp reads itself (``own``)."""
+    if "_target_" not in node:
+        return
+    arguments = {k: v for k, v in node.items() if not k.startswith("_") and k not in own}
+    check_arguments(path, _import(path, node["_target_"]), arguments)
+
+
+def check_arguments(path: str, target: Any, arguments: Mapping[str, Any]) -> None:
+    """``arguments`` (the node at ``path``) against ``target``'s signature."""
+    name = getattr(target, "__name__", str(target))
+    try:
+        parameters = _signature(target).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
+        return
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key, value in arguments.items():
+        if key not in parameters or parameters[key].kind is inspect.Parameter.VAR_POSITIONAL:
+            if takes_any:
+                continue
+            accepted = [k for k in parameters if k not in SUPPLIED and not k.startswith("_")]
+            raise UserError(
+                f"cannot build {path}: {name} takes no argument '{key}' (it takes "
+                f"{', '.join(accepted)}): drop it with ~{path}.{key}"
+            )
+        if isinstance(value, Mapping) and "_target_" in value:
+            check_node(f"{path}.{key}", value)
+        elif isinstance(value, list) and any(isinstance(v, Mapping) for v in value):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    check_node(f"{path}.{key}[{index}]", item)
+        elif not _fits(value, parameters[key].annotation):
+            raise UserError(
+                f"{path}.{key}={_show(value)} is not allowed: {name} takes "
+                f"{key}: {_describe(parameters[key].annotation)}"
+            )
+
+
+def _import(path: str, dotted: str) -> Any:
+    try:
+        return get_object(dotted)
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(
+            f"{path}._target_={dotted}: cannot import it ({reason}); give an importable class "
+            "or function"
+        ) from None
+
+
+def _signature(target: Any) -> inspect.Signature:
+    try:  # annotations written as strings (`from __future__ import annotations`) resolved
+        return inspect.signature(target, eval_str=True)
+    except NameError:  # one that names what its module does not import: unchecked types
+        return inspect.signature(target)
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Does ``value``, as YAML gives it, fit ``annotation``? Lists stand for tuples (YAML has
+    none) and numbers or lists of numbers for tensors (builders.py makes the tensors); a
+    boolean fits only where the annotation names bool (it would pass for an int)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    if isinstance(value, bool) and not _names(annotation, bool) and annotation is not object:
+        return False
+    candidates = [value, tuple(value)] if isinstance(value, list) else [value]
+    for candidate in candidates:
+        try:
+            check_type(candidate, annotation)
+            return True
+        except TypeCheckError:
+            continue
+        except Exception:  # an annotation typeguard cannot judge: leave it to the constructor
+            return True
+    return _is_numeric(value) and _names(annotation, torch.Tensor)
+
+
+def _names(annotation: Any, wanted: type) -> bool:
+    """Does ``wanted`` appear anywhere in ``annotation`` (``float | Tensor``, ``Optional[...]``)?"""
+    if annotation is wanted:
+        return True
+    return any(_names(arg, wanted) for arg in typing.get_args(annotation))
+
+
+def _is_numeric(value: Any) -> bool:
+    if isinstance(value, list):
+        return bool(value) and all(_is_numeric(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe(annotation: Any) -> str:
+    text = inspect.formatannotation(annotation)
+    return text.replace("torch.Tensor", "Tensor").replace("NoneType", "None")
+
+
+def _show(value: Any) -> str:
+    """A value as it would be typed: null, true, 'text', 3."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
