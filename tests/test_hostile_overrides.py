@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+import pytest
 from conftest import train_in_process
 from hydra import compose, initialize_config_module
 from hypothesis import HealthCheck, given, settings
@@ -75,3 +76,42 @@ def test_any_value_of_any_key_ends_cleanly(key, value, monkeypatch, tmp_path_fac
     if code == 2:
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, f"{key}={value}:\n{err[-2000:]}"
+
+
+# The overrides that ended in a traceback before the signature checks (issue 16), each now one
+# line naming the key and what is allowed.
+NAMED_CASES = [
+    ("task.module=0.5", "task.module=0.5 is not allowed: use an importable module"),
+    ("task.module=abc", "task.module=abc is not a task: it lacks build_datasets"),
+    ("scheduler.step_size=abc", "scheduler.step_size='abc' is not allowed: StepLR takes step_size"),
+    ("optimizer.dampening=/no/such/path", "optimizer.dampening='/no/such/path' is not allowed"),
+    ("loss.ignore_index=null", "loss.ignore_index=null is not allowed: CrossEntropyLoss takes"),
+    ("loss.label_smoothing=null", "loss.label_smoothing=null is not allowed: CrossEntropyLoss"),
+    ("loss.adapt.input=0", "loss.adapt.input=0 is not allowed: use one of log_softmax"),
+    ("loss.adapt.target=null", "loss.adapt.target=null is not allowed: use one of index"),
+    ("loss.adapt.target=[]", "loss.adapt.target=[] is not allowed: use one of index"),
+    ("+optimizer.nope=1", "cannot build optimizer: SGD takes no argument 'nope'"),
+    ("model.in_channels=abc", "model.in_channels='abc' is not allowed: LeNet takes in_channels"),
+    ("scheduler.step_size=0", "the first epoch failed with ZeroDivisionError"),
+    ("regularizer=null", "cannot compose the config from"),
+    ("seed=-1", "seed=-1 is not allowed: use an integer in [0, 2**32)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("override", "message"), NAMED_CASES, ids=[c for c, _ in NAMED_CASES])
+def test_values_that_once_gave_a_traceback_give_one_line(
+    override, message, monkeypatch, tmp_path, capsys
+):
+    code, run_dir = train_in_process(monkeypatch, tmp_path, *BASE, override)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err, err
+    assert not (run_dir / "checkpoints" / "best.pt").exists()
+
+
+def test_the_rules_table_knows_the_classifiers_loss_adapters():
+    from torchcamp.tasks.classification import INPUTS, TARGETS
+    from torchcamp.trainer.app.validation import LOSS_INPUTS, LOSS_TARGETS
+
+    assert sorted(INPUTS) == list(LOSS_INPUTS) and sorted(TARGETS) == list(LOSS_TARGETS)

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from torchcamp.trainer import distributed
-from torchcamp.trainer.app.assembly import build_context, build_trainer, load_task
+from torchcamp.trainer.app.assembly import RunContext, build_context, build_trainer, load_task
 from torchcamp.trainer.app.callbacks import build_callbacks
 from torchcamp.trainer.app.ddp import launch_ddp
 from torchcamp.trainer.app.logs import also_logging_to
@@ -105,35 +105,17 @@ def _fit(
     trainer = build_trainer(run, gpus, callbacks)
     if resume is not None:
         restore(trainer, *resume)
-    checkpoints = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
-    # The test split is scored with the best epoch's weights, as Lightning's ckpt_path="best";
-    # without a checkpoint callback, with the weights training ended with.
-    test_weights = checkpoints.best_weights if checkpoints is not None else None
     written = {directory.path, own.path} if run.is_main else set()
     summary = {
         "run_dir": str(directory.path),
         "resumed_from": str(resume[0]) if resume else None,
     }
-    loaders, first_epoch = run.loaders, trainer.epoch
     try:
-        with stop_at_step_boundary(trainer):
-            metrics = trainer.fit(
-                loaders["train"], loaders.get("val"), loaders.get("test"), test_weights=test_weights
-            )
+        metrics = _fit_and_test(trainer, run, callbacks)
     except TrainingInterrupted:
-        stopped = {
-            "status": "interrupted",
-            "epoch": trainer.epoch,
-            "global_step": trainer.global_step,
-        }
-        write_metrics(summary | stopped, written)
+        stopped = {"epoch": trainer.epoch, "global_step": trainer.global_step}
+        write_metrics(summary | stopped | {"status": "interrupted"}, written)
         raise
-    except UserError:
-        raise
-    except Exception as error:
-        if trainer.epoch != first_epoch:
-            raise  # an epoch went through: a bug, not a value the config gave
-        raise _first_epoch_error(error, settings, directory if run.is_main else None) from error
     metrics |= {
         "epoch": trainer.epoch,
         "global_step": trainer.global_step,
@@ -149,6 +131,32 @@ def _fit(
     }
     write_metrics(metrics, written)
     return metrics
+
+
+def _fit_and_test(trainer: Trainer, run: RunContext, callbacks: list[Any]) -> dict[str, Any]:
+    """Fit, then score the test split with the best epoch's weights, as Lightning's
+    ``ckpt_path="best"`` (without a checkpoint callback: the weights training ended with). An
+    error in the first epoch is one line (:func:`_first_epoch_error`)."""
+    checkpoints = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
+    test_weights = checkpoints.best_weights if checkpoints is not None else None
+    loaders, first_epoch = run.loaders, trainer.epoch
+    try:
+        with stop_at_step_boundary(trainer):
+            return trainer.fit(
+                loaders["train"], loaders.get("val"), loaders.get("test"), test_weights=test_weights
+            )
+    except (UserError, TrainingInterrupted):
+        raise
+    except Exception as error:
+        # Still in the first epoch, or at its end (the epoch count is already up when the
+        # schedulers and callbacks run, and no batch of the next has been trained)?
+        in_first = trainer.epoch == first_epoch or (
+            trainer.epoch == first_epoch + 1 and trainer.batch_in_epoch == 0
+        )
+        if not in_first:
+            raise  # an epoch went through: a bug, not a value the config gave
+        directory = run.directory if run.is_main else None
+        raise _first_epoch_error(error, run.settings, directory) from error
 
 
 def _first_epoch_error(
