@@ -120,9 +120,18 @@ def build_context(
     cached_mb = cache_decoded(splits, settings.data.cache_mb)
     loaders = build_loaders(settings, splits, getattr(task, "collate_fn", None), device)
     model = build_model(settings, task, splits["train"], device)
-    is_main = distributed.rank() == 0
     return RunContext(
-        settings, directory, task, splits, loaders, model, device, is_main, meta, notes, cached_mb
+        settings=settings,
+        directory=directory,
+        task=task,
+        splits=splits,
+        loaders=loaders,
+        model=model,
+        device=device,
+        is_main=distributed.rank() == 0,
+        meta=meta,
+        notes=notes,
+        cached_mb=cached_mb,
     )
 
 

@@ -7,6 +7,7 @@ the rest is passed to the ``_target_``. Mistakes in a node end as one clear :cla
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -124,7 +125,7 @@ def build_scheduler(
     ``step_size_up: null`` half an epoch of them, so per-step schedules fit the run exactly
     whatever the loader length and accumulation.
     """
-    node = dict(node or {})
+    node = copy.deepcopy(dict(node or {}))  # step counts are filled in below, nested ones too
     interval = node.pop("interval", "epoch")
     if not node:
         return None, interval

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from torchcamp.trainer.app import help as help_text
 from torchcamp.trainer.app import sweep
-from torchcamp.trainer.app.logs import LOG_FORMAT
+from torchcamp.trainer.app.logs import configure_logging
 from torchcamp.trainer.app.messages import one_line, user_message
 from torchcamp.trainer.app.run_dir import write_metrics
 from torchcamp.trainer.errors import (
@@ -106,19 +106,18 @@ def _inference_command(help_: str, own_keys: tuple[str, ...], name: str) -> None
     if any(arg in ("--help", "-h") for arg in args):
         print(help_)
         return
-    # Records and metrics go to stdout; the log goes to stderr.
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    configure_logging(logging.INFO, sys.stderr)  # stdout is for the records and metrics
 
     def command() -> None:
         from torchcamp.trainer.app import inference  # torch: only once there is work to do
 
         own, overrides = {}, []
         for arg in args:
-            key, equals, _ = arg.partition("=")
+            key, equals, value = arg.partition("=")
             if not equals or not key:
                 raise UserError(f"{arg!r} is not key=value: see --help")
             if key.split(".")[0] in own_keys:
-                own[key] = arg.partition("=")[2]
+                own[key] = value
             else:
                 overrides.append(arg)
         getattr(inference, f"{name}_command")(own, overrides)
