@@ -90,7 +90,7 @@ NAMED_CASES = [
     ("loss.adapt.input=0", "loss.adapt.input=0 is not allowed: use one of log_softmax"),
     ("loss.adapt.target=null", "loss.adapt.target=null is not allowed: use one of index"),
     ("loss.adapt.target=[]", "loss.adapt.target=[] is not allowed: use one of index"),
-    ("+optimizer.nope=1", "cannot build optimizer: SGD takes no argument 'nope'"),
+    ("+optimizer.nope=1", "cannot build optimizer: SGD() got an unexpected keyword argument 'n"),
     ("model.in_channels=abc", "model.in_channels='abc' is not allowed: LeNet takes in_channels"),
     ("scheduler.step_size=0", "the first epoch failed with ZeroDivisionError"),
     ("regularizer=null", "cannot compose the config from"),

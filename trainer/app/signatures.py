@@ -35,6 +35,8 @@ OWN_KEYS = {
 }
 # Arguments the run passes itself, never from the config.
 SUPPLIED = {"params", "optimizer", "run"}
+# Scheduler keys whose null torchcamp fills in from the run's length (builders.py).
+FILLED_IN = {"total_steps", "step_size_up"}
 
 
 def check_targets(settings: Settings, task: ModuleType) -> None:
@@ -76,8 +78,8 @@ def check_arguments(path: str, target: Any, arguments: Mapping[str, Any]) -> Non
                 continue
             accepted = [k for k in parameters if k not in SUPPLIED and not k.startswith("_")]
             raise UserError(
-                f"cannot build {path}: {name} takes no argument '{key}' (it takes "
-                f"{', '.join(accepted)}): drop it with ~{path}.{key}"
+                f"cannot build {path}: {name}() got an unexpected keyword argument '{key}' "
+                f"(drop it with ~{path}.{key}); it takes {', '.join(accepted)}"
             )
         if isinstance(value, Mapping) and "_target_" in value:
             check_node(f"{path}.{key}", value)
@@ -85,10 +87,12 @@ def check_arguments(path: str, target: Any, arguments: Mapping[str, Any]) -> Non
             for index, item in enumerate(value):
                 if isinstance(item, Mapping):
                     check_node(f"{path}.{key}[{index}]", item)
-        elif not _fits(value, parameters[key].annotation):
+        elif value is None and key in FILLED_IN:
+            continue
+        elif not _fits(value, annotation := _resolved(parameters[key].annotation, target)):
             raise UserError(
-                f"{path}.{key}={_show(value)} is not allowed: {name} takes "
-                f"{key}: {_describe(parameters[key].annotation)}"
+                f"{path}.{key}={_show(value)} is not allowed: {name} takes {key}: "
+                f"{_describe(annotation)}"
             )
 
 
@@ -108,6 +112,18 @@ def _signature(target: Any) -> inspect.Signature:
         return inspect.signature(target, eval_str=True)
     except NameError:  # one that names what its module does not import: unchecked types
         return inspect.signature(target)
+
+
+def _resolved(annotation: Any, target: Any) -> Any:
+    """An annotation left as a string (its signature could not resolve them all) resolved in
+    the target's module; one that does not resolve is not checked."""
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = vars(inspect.getmodule(target) or typing)
+    try:
+        return eval(annotation, dict(namespace))  # what eval_str=True does, one at a time
+    except Exception:
+        return inspect.Parameter.empty
 
 
 def _fits(value: Any, annotation: Any) -> bool:
