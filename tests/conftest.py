@@ -70,14 +70,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def train_in_process(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path]:
+def train_in_process(
+    monkeypatch, tmp_path: Path, *args: str, run_name: str = "run"
+) -> tuple[int, Path]:
     """``train ARGS`` in this process (the ``main`` the console script runs), fast for many runs.
 
-    Returns (exit code, run directory); the run directory is ``tmp_path/run``.
+    Returns (exit code, run directory); the run directory is ``tmp_path/<run_name>``.
     """
     from torchcamp.trainer.app.cli import main
 
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / run_name
     argv = ["train", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.chdir(tmp_path)
@@ -86,6 +88,34 @@ def train_in_process(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, Path
     except SystemExit as exit_:
         return int(exit_.code or 0), run_dir
     return 0, run_dir
+
+
+@pytest.fixture
+def run_in_process(monkeypatch, tmp_path, capsys):
+    """``run_cli``'s twin for quick runs: ``train ARGS`` in this process (see
+    :func:`train_in_process`), returning the same kind of result, in ``tmp_path/run<N>``."""
+    monkeypatch.delenv("TORCHCAMP_DATA", raising=False)
+    counter = iter(range(1000))
+
+    def run(*args: str, check: bool = True) -> InProcessResult:
+        name = f"run{next(counter)}"
+        code, run_dir = train_in_process(monkeypatch, tmp_path, *args, run_name=name)
+        out, err = capsys.readouterr()
+        if check and code != 0:
+            raise AssertionError(f"train {' '.join(args)} exited {code}\n{err[-3000:]}")
+        return InProcessResult(code, out, err, run_dir)
+
+    return run
+
+
+class InProcessResult(CliResult):
+    def __init__(self, returncode: int, stdout: str, stderr: str, run_dir: Path):
+        self.returncode, self.stdout, self.stderr, self.run_dir = (
+            returncode,
+            stdout,
+            stderr,
+            run_dir,
+        )
 
 
 # ---- runs that are stopped from outside: kills and signals ----------------------------------

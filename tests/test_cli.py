@@ -60,8 +60,8 @@ def test_help_lists_every_group_and_composes_the_given_overrides(monkeypatch, ca
     assert "_target_: torch.optim.Adam" in out and "max_epochs: 3" in out
 
 
-def test_synthetic_run_writes_the_run_directory(run_cli):
-    result = run_cli(*FAST)
+def test_synthetic_run_writes_the_run_directory(run_in_process):
+    result = run_in_process(*FAST)
     run_dir = result.run_dir
     for path in (".hydra/config.yaml", "train.log", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run_dir / path).is_file(), path
@@ -83,8 +83,8 @@ def test_synthetic_run_writes_the_run_directory(run_cli):
     assert not any(key.startswith("module.") for key in checkpoint["model"])
 
 
-def test_tensorboard_event_file_holds_the_logged_scalars(run_cli):
-    run_dir = run_cli(*FAST).run_dir
+def test_tensorboard_event_file_holds_the_logged_scalars(run_in_process):
+    run_dir = run_in_process(*FAST).run_dir
     events = read_events(run_dir / "tb")
     tags = events.Tags()
     scalars = set(tags["scalars"])
@@ -158,13 +158,13 @@ def test_resume_auto_picks_the_newest_matching_run(tmp_path, run_cli):
     assert not (runs / "c" / "checkpoints").exists()
 
 
-def test_bf16_autocast_on_cpu_runs(run_cli):
-    metrics = run_cli(*FAST, "trainer.precision=bf16-mixed", "device=cpu").metrics
+def test_bf16_autocast_on_cpu_runs(run_in_process):
+    metrics = run_in_process(*FAST, "trainer.precision=bf16-mixed", "device=cpu").metrics
     assert metrics["global_step"] == 8 and metrics["train/loss"] == metrics["train/loss"]  # not NaN
 
 
-def test_accumulation_and_clipping_through_the_cli(run_cli):
-    metrics = run_cli(
+def test_accumulation_and_clipping_through_the_cli(run_in_process):
+    metrics = run_in_process(
         *FAST,
         "trainer.accumulate_grad_batches=3",
         "trainer.gradient_clip_val=0.5",
@@ -175,8 +175,8 @@ def test_accumulation_and_clipping_through_the_cli(run_cli):
     assert "train/reg_loss" in metrics
 
 
-def test_missing_data_is_not_replaced_by_synthetic(run_cli):
-    result = run_cli("trainer.max_epochs=1", "data.root=empty", check=False)
+def test_missing_data_is_not_replaced_by_synthetic(run_in_process):
+    result = run_in_process("trainer.max_epochs=1", "data.root=empty", check=False)
     assert result.returncode == 2 and "data.synthetic=true" in result.stderr
     assert not result.run_dir.joinpath("synthetic_data").exists()
 

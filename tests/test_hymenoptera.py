@@ -46,15 +46,15 @@ def test_missing_data_names_the_path_and_the_source(tmp_path):
         find_hymenoptera_splits(tmp_path)
 
 
-def test_cli_trains_resnet18_and_lenet_on_hymenoptera(run_cli):
-    metrics = run_cli(*SMALL).metrics
+def test_cli_trains_resnet18_and_lenet_on_hymenoptera(run_in_process):
+    metrics = run_in_process(*SMALL).metrics
     assert {"val/acc", "val/macro_acc"} <= set(metrics) and metrics["global_step"] == 4
-    metrics = run_cli(*SMALL, "model=lenet").metrics  # a 32x32 model at another size
+    metrics = run_in_process(*SMALL, "model=lenet").metrics  # a 32x32 model at another size
     assert metrics["global_step"] == 4
 
 
-def test_cli_trains_resnet18_on_rmb(run_cli):
-    metrics = run_cli(
+def test_cli_trains_resnet18_on_rmb(run_in_process):
+    metrics = run_in_process(
         "task=rmb", "model=resnet18", "data.synthetic=true", "trainer.max_epochs=1"
     ).metrics
     assert metrics["global_step"] == 4
@@ -81,10 +81,10 @@ def test_weights_path_that_does_not_fit_is_one_clear_error(tmp_path):
         read_weights(tmp_path / "absent.pth")
 
 
-def test_weights_path_through_the_cli(tmp_path, run_cli):
+def test_weights_path_through_the_cli(tmp_path, run_in_process):
     path = tmp_path / "start.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    result = run_cli(*SMALL, f"model.weights_path={path}")
+    result = run_in_process(*SMALL, f"model.weights_path={path}")
     assert "loaded model weights from" in (result.run_dir / "train.log").read_text()
 
 

@@ -199,8 +199,8 @@ def train_names(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, dict]:
     return 0, json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_train_task_names_on_synthetic_data(run_cli):
-    metrics = run_cli("task=names", "data.synthetic=true", "trainer.max_epochs=2").metrics
+def test_train_task_names_on_synthetic_data(run_in_process):
+    metrics = run_in_process("task=names", "data.synthetic=true", "trainer.max_epochs=2").metrics
     for key in ("val/acc", "val/macro_acc", "test/acc", "test/macro_acc", "best/val/acc"):
         assert isinstance(metrics[key], float), key
     assert metrics["task"] == "names" and metrics["synthetic"] is True

@@ -34,8 +34,8 @@ def assert_nothing_written_outside(cwd: Path, run_dir: Path, *made: Path) -> Non
 
 
 @pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_invalid_value_gives_one_line_and_exit_2(tmp_path, run_cli, args, expected):
-    result = run_cli(*args, check=False)
+def test_invalid_value_gives_one_line_and_exit_2(tmp_path, run_in_process, args, expected):
+    result = run_in_process(*args, check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -94,8 +94,8 @@ FILE_CASES = [
     ids=["corrupt image", "corrupt image in a worker", "empty class folder",
          "annotation line", "bce for 5 classes", "no loss"],
 )  # fmt: skip
-def test_bad_files_give_one_line_and_exit_2(tmp_path, run_cli, make, args, expected):
-    result = run_cli(*make(tmp_path / "data"), *args, "trainer.max_epochs=1", check=False)
+def test_bad_files_give_one_line_and_exit_2(tmp_path, run_in_process, make, args, expected):
+    result = run_in_process(*make(tmp_path / "data"), *args, "trainer.max_epochs=1", check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
