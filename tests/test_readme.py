@@ -16,6 +16,7 @@ GROUPS = (
     "regularizer",
     "device",
     "hparams_search",
+    "callbacks",
 )
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
 
