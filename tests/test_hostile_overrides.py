@@ -95,6 +95,8 @@ NAMED_CASES = [
     ("scheduler.step_size=0", "the first epoch failed with ZeroDivisionError"),
     ("regularizer=null", "cannot compose the config from"),
     ("seed=-1", "seed=-1 is not allowed: use an integer in [0, 2**32)"),
+    ("+data.foo=1", "data.foo is not a data setting (they are root, batch_size"),
+    ("+trainer.foo=1", "cannot build trainer: Trainer() got an unexpected keyword argument 'foo'"),
 ]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ and lists: DDP ranks receive them pickled, and a notebook can build or change th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from torchcamp.trainer.app.validation import validate
+from torchcamp.trainer.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,8 @@ def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Setting
             options=task.get("options") or {},
             optimizers=task.get("optimizers"),
         ),
-        data=DataSettings(**config["data"]),
-        device=DeviceSettings(**config["device"]),
+        data=_settings(DataSettings, config["data"], "data"),
+        device=_settings(DeviceSettings, config["device"], "device"),
         # `trainer.precision=32` arrives as a number; the Trainer takes the name "32".
         trainer=config["trainer"] | {"precision": str(config["trainer"]["precision"])},
         **nodes,
@@ -152,6 +153,18 @@ def _hydra_info(cfg: DictConfig) -> dict[str, Any]:
         return {}
     choices = {g: c for g, c in choices.items() if not g.startswith("hydra") and c is not None}
     return {"run_dir": run_dir, "overrides": list(overrides), "choices": dict(choices)}
+
+
+def _settings(cls: type, values: dict[str, Any], group: str) -> Any:
+    """``cls(**values)``; a key it does not have (``+data.foo=1``) is one line naming them."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(
+            f"{group}.{unknown[0]} is not a {group} setting (they are {', '.join(known)}): drop "
+            f"it with ~{group}.{unknown[0]}"
+        )
+    return cls(**values)
 
 
 def _plain(value: Any) -> Any:

@@ -23,6 +23,7 @@ from typeguard import TypeCheckError, check_type
 
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.trainer import Trainer
 
 # Keys each group's node holds for torchcamp itself: taken out before the rest reaches the
 # `_target_` (see builders.py), and checked by the rules table instead.
@@ -33,8 +34,19 @@ OWN_KEYS = {
     "loss": {"adapt", "binary_only"},
     "regularizer": set(),
 }
-# Arguments the run passes itself, never from the config.
-SUPPLIED = {"params", "optimizer", "run"}
+# Arguments the run passes itself, never from the config (left out of "it takes ...").
+SUPPLIED = {"params", "optimizer", "run"} | {
+    "model",
+    "step_fn",
+    "loss_fn",
+    "device",
+    "scheduler",
+    "scheduler_interval",
+    "regularizer",
+    "callbacks",
+    "summarize_fn",
+    "make_evaluator",
+}  # fmt: skip  (the Trainer's)
 # Scheduler keys whose null torchcamp fills in from the run's length (builders.py).
 FILLED_IN = {"total_steps", "step_size_up"}
 
@@ -44,6 +56,7 @@ def check_targets(settings: Settings, task: ModuleType) -> None:
     ``task.optimizers``) and the callbacks; and ``task.options`` against the task's
     ``build_datasets``, which receives them."""
     check_arguments("task.options", task.build_datasets, settings.task.options)
+    check_arguments("trainer", Trainer, settings.trainer)
     for group, own in OWN_KEYS.items():
         node = getattr(settings, group)
         if node:
