@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -200,6 +201,40 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder.wait()
     with RunDirectory(tmp_path / "run").lock():  # the kernel dropped the dead holder's lock
         pass
+
+
+def test_under_ddp_every_rank_is_refused_together(tmp_path, run_cli):
+    # Rank 0 takes the lock; the others learn of its refusal through the group and stop too.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from pathlib import Path\n"
+            "from torchcamp.trainer.app.run_dir import RunDirectory\n"
+            f"with RunDirectory(Path({str(tmp_path / 'held')!r})).lock():\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli(
+            *FAST, "device=ddp", "device.devices=2", f"hydra.run.dir={tmp_path / 'held'}",
+            check=False, timeout=120,
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: run {tmp_path / 'held'} is being trained by pid {holder.pid} on "
+        f"{socket.gethostname()}: one process trains a run at a time. Wait for it to end (or "
+        "stop it), then resume=auto"
+    ]
+    assert not (tmp_path / "held" / "checkpoints").exists()
 
 
 def test_a_second_train_of_the_same_run_is_refused_and_writes_nothing(tmp_path, background_cli):
