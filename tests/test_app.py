@@ -167,6 +167,21 @@ def test_importing_the_trainer_imports_no_torchvision():
 # ---- one process trains a run directory --------------------------------------------------
 
 
+def hold_lock(run_dir: Path) -> subprocess.Popen:
+    """Another process holding ``run_dir``'s lock (for two minutes at most), once it says so."""
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from torchcamp.trainer.app.run_dir import RunDirectory\n"
+        f"with RunDirectory(Path({str(run_dir)!r})).lock():\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 def test_the_run_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
     run = RunDirectory(tmp_path / "run")
     with (
@@ -180,21 +195,7 @@ def test_the_run_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from pathlib import Path\n"
-            "from torchcamp.trainer.app.run_dir import RunDirectory\n"
-            f"with RunDirectory(Path({str(tmp_path / 'run')!r})).lock():\n"
-            "    print('locked', flush=True)\n"
-            "    time.sleep(60)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "locked"
+    holder = hold_lock(tmp_path / "run")
     with pytest.raises(UserError, match=f"pid {holder.pid}"), RunDirectory(tmp_path / "run").lock():
         pass
     holder.send_signal(signal.SIGKILL)
@@ -205,22 +206,8 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 def test_under_ddp_every_rank_is_refused_together(tmp_path, run_cli):
     # Rank 0 takes the lock; the others learn of its refusal through the group and stop too.
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\n"
-            "from pathlib import Path\n"
-            "from torchcamp.trainer.app.run_dir import RunDirectory\n"
-            f"with RunDirectory(Path({str(tmp_path / 'held')!r})).lock():\n"
-            "    print('locked', flush=True)\n"
-            "    time.sleep(120)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_lock(tmp_path / "held")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         result = run_cli(
             *FAST, "device=ddp", "device.devices=2", f"hydra.run.dir={tmp_path / 'held'}",
             check=False, timeout=120,
