@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import UserError, first_line
 
 # 2: optimizers and schedulers by part ({"model": ...}, a GAN's {"D": ..., "G": ...}).
 CHECKPOINT_FORMAT = 2
@@ -43,7 +43,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         temporary.unlink(missing_ok=True)
         kept = f"the previous {path.name} is intact" if path.exists() else "none was written"
         raise UserError(
-            f"could not write checkpoint {path} ({str(error).strip().splitlines()[0]}); "
+            f"could not write checkpoint {path} ({first_line(error)}); "
             f"{kept}. Free disk space, then resume=auto"
         ) from error
     except BaseException:  # a second Ctrl-C mid-write: the previous file stays, no litter
@@ -131,7 +131,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise UserError(f"cannot read checkpoint {path}: {_first_line(error)}") from error
+        raise UserError(f"cannot read checkpoint {path}: {first_line(error)}") from error
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise UserError(f"{path} is not a torchcamp checkpoint (no model/epoch entries)")
     if "checksum" in state and state.pop("checksum") != state_checksum(state):
@@ -179,7 +179,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise UserError(f"weights file {path}: no such file") from None
     except Exception as error:
-        raise UserError(f"weights file {path}: cannot read it ({_first_line(error)})") from error
+        raise UserError(f"weights file {path}: cannot read it ({first_line(error)})") from error
     for wrapper in ("state_dict", "model"):  # torchcamp checkpoints and common training scripts
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -230,8 +230,3 @@ def head_layers(model: nn.Module) -> list[str]:
     if not parent:
         return linears[-1:]
     return [name for name in linears if name.rpartition(".")[0] == parent]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

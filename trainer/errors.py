@@ -1,6 +1,13 @@
 """The one exception type for mistakes a user can fix."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none), for
+    the one-line errors the CLI prints."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class UserError(Exception):
     """A problem with the user's config, data or files.
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from torch import nn
 
 from torchcamp.trainer.checkpoint import load_weights, read_weights
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import UserError, first_line
 from torchcamp.trainer.params import build_param_groups, freeze, init_weights
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def call(group: str, factory: Callable, *args: Any) -> Any:
             raise error.__cause__ from None
         # Hydra wraps the constructor's own error: "Error in call to target ...", then it.
         reason = error.__cause__ if isinstance(error, InstantiationException) else error
-        message = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+        message = first_line(reason)
         # A key left by a preset for another class (task=dcgan's Adam betas, then optimizer=sgd).
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
         fix = f"drop it with ~{group}.{unexpected[1]}" if unexpected else "check the overrides"

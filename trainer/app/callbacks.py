@@ -11,22 +11,18 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from hydra.utils import get_object
 
 from torchcamp.trainer import visualize
 from torchcamp.trainer.app.assembly import RunContext
 from torchcamp.trainer.app.builders import call, instantiate
+from torchcamp.trainer.app.signatures import import_target
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.callbacks.model_views import ModelViewsLogger
 from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
-from torchcamp.trainer.errors import UserError
-
-log = logging.getLogger("torchcamp")
 
 
 def build_callbacks(nodes: Mapping[str, Mapping[str, Any]], run: RunContext) -> list[Any]:
@@ -34,13 +30,7 @@ def build_callbacks(nodes: Mapping[str, Mapping[str, Any]], run: RunContext) -> 
     built = []
     for name, node in nodes.items():
         group = f"callbacks.{name}"
-        try:
-            target = get_object(node["_target_"])
-        except Exception as error:
-            raise UserError(
-                f"{group}._target_={node['_target_']}: cannot import it "
-                f"({str(error).strip().splitlines()[0]}); give an importable class or function"
-            ) from error
+        target = import_target(group, node["_target_"])
         # Built as a partial first: `run` holds a model and loaders, which Hydra would try to
         # turn into config if it were passed to instantiate.
         factory = call(group, instantiate, {**node, "_partial_": True})

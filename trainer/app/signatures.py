@@ -22,7 +22,7 @@ from hydra.utils import get_object
 from typeguard import TypeCheckError, check_type
 
 from torchcamp.trainer.app.settings import Settings
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import UserError, first_line
 from torchcamp.trainer.trainer import Trainer
 
 # Keys each group's node holds for torchcamp itself: taken out before the rest reaches the
@@ -74,7 +74,7 @@ def check_node(path: str, node: Mapping[str, Any], own: Collection[str] = ()) ->
     if "_target_" not in node:
         return
     arguments = {k: v for k, v in node.items() if not k.startswith("_") and k not in own}
-    check_arguments(path, _import(path, node["_target_"]), arguments)
+    check_arguments(path, import_target(path, node["_target_"]), arguments)
 
 
 def check_arguments(path: str, target: Any, arguments: Mapping[str, Any]) -> None:
@@ -109,14 +109,14 @@ def check_arguments(path: str, target: Any, arguments: Mapping[str, Any]) -> Non
             )
 
 
-def _import(path: str, dotted: str) -> Any:
+def import_target(path: str, dotted: str) -> Any:
+    """The object ``_target_`` names; one that does not import is one line naming ``path``."""
     try:
         return get_object(dotted)
     except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(
-            f"{path}._target_={dotted}: cannot import it ({reason}); give an importable class "
-            "or function"
+            f"{path}._target_={dotted}: cannot import it ({first_line(error)}); give an "
+            "importable class or function"
         ) from None
 
 

@@ -29,7 +29,7 @@ from torchcamp.trainer.app.settings import Settings, read_settings
 from torchcamp.trainer.app.signatures import check_targets
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.checkpoint import load_checkpoint
-from torchcamp.trainer.errors import TrainingInterrupted, UserError
+from torchcamp.trainer.errors import TrainingInterrupted, UserError, first_line
 from torchcamp.trainer.signals import stop_at_step_boundary
 from torchcamp.trainer.trainer import Trainer
 
@@ -170,10 +170,9 @@ def _first_epoch_error(
         with open(directory.log_file, "a") as log_file:
             traceback.print_exception(error, file=log_file)
         where = f"; the traceback is in {directory.log_file}"
-    reason = (str(error).strip().splitlines() or [""])[0]
     overrides = " ".join(o for o in settings.overrides if not o.startswith("hydra.")) or "none"
     return UserError(
-        f"the first epoch failed with {type(error).__name__}: {reason} (a value from "
+        f"the first epoch failed with {type(error).__name__}: {first_line(error)} (a value from "
         f"the config that an object accepted and could not use? this run's overrides: "
         f"{overrides}){where}"
     )
@@ -251,6 +250,6 @@ def restore(trainer: Trainer, path: Path, state: dict[str, Any]) -> None:
     except (UserError, RuntimeError, ValueError, KeyError) as error:
         raise UserError(
             f"checkpoint {path} does not fit this run "
-            f"({str(error).strip().splitlines()[0]}); resume with the same task and model"
+            f"({first_line(error)}); resume with the same task and model"
         ) from error
     log.info("resumed from %s at epoch %d, step %d", path, trainer.epoch, trainer.global_step)

@@ -12,7 +12,7 @@ import torch
 from torchcamp.trainer import visualize
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import UserError, first_line
 from torchcamp.trainer.utils import move_to_device
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,9 @@ class ModelViewsLogger(Callback):
                 traced = torch.jit.trace(module, inputs, check_trace=False)
                 self.tensorboard.writer.add_graph(traced, inputs)
         except Exception as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             log.warning(
                 "TensorBoard graph left out: %s cannot be traced (%s); "
                 "callbacks.model_views.graph=false skips it",
                 type(model).__name__,
-                reason,
+                first_line(error),
             )
