@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from torchcamp.trainer.errors import UserError
+from torchcamp.datasets.errors import DataError
 
 
 def inverse_frequency_weights(targets: Sequence[int], num_classes: int) -> list[float]:
@@ -79,12 +79,12 @@ def class_weighted_loss(node: Mapping[str, Any], dataset: Any, loss_name: str) -
     node = dict(node)
     key = next((k for k in CLASS_WEIGHT_KEYS if k in node), None)
     if key is None:
-        raise UserError(
+        raise DataError(
             f"data.balance=weights needs a loss with per-class weights, and loss={loss_name} "
             "has none: use loss=cross_entropy, nll, multi_margin or focal, or data.balance=sampler"
         )
     if node[key] is not None:
-        raise UserError(
+        raise DataError(
             f"data.balance=weights sets loss.{key} from the class frequencies, and "
             f"loss.{key}={node[key]} is set too: drop one of them"
         )
@@ -95,7 +95,7 @@ def class_weighted_loss(node: Mapping[str, Any], dataset: Any, loss_name: str) -
 def _targets(dataset: Any, mode: str) -> list[int]:
     targets = getattr(dataset, "targets", None)
     if targets is None:
-        raise UserError(
+        raise DataError(
             f"data.balance={mode} needs a training set that lists its labels (.targets), and "
             "this task's does not: use data.balance=none"
         )

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from torchcamp.trainer.errors import UserError
+from torchcamp.datasets.errors import DataError
 
 
 def download_archive(url: str, root: str | Path, keep: str | None = None) -> None:
@@ -25,14 +25,14 @@ def download_archive(url: str, root: str | Path, keep: str | None = None) -> Non
         try:
             download_and_extract_archive(url, download_root=tmp, remove_finished=True)
         except OSError as error:  # URLError is an OSError: offline, proxy, DNS, disk full
-            raise UserError(f"could not download {url} into {root}: {error}") from error
+            raise DataError(f"could not download {url} into {root}: {error}") from error
         unpacked = Path(tmp)
         if keep and not (unpacked / keep).is_dir():
-            raise UserError(f"{url} has no {keep}/ in it any more: fetch the data by hand")
+            raise DataError(f"{url} has no {keep}/ in it any more: fetch the data by hand")
         for folder in [unpacked / keep] if keep else list(unpacked.iterdir()):
             target = root / folder.name
             if target.exists():  # never mix a fresh copy into a broken one
-                raise UserError(
+                raise DataError(
                     f"{target} exists but is not a usable data set: move it away and run again"
                 )
             shutil.move(str(folder), str(target))

@@ -7,12 +7,26 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from torchcamp.trainer.errors import UserError
+from torchcamp.datasets.errors import DataError
 
-# Any format Pillow reads that these data sets use; .gif included (hymenoptera has one).
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Formats Pillow recognises but cannot decode by itself: the stubs need a handler the user
+# registers, MPEG is identified only. A video or HDF5 file beside the images is not one.
+IDENTIFY_ONLY_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
+
+# Modes with more than 8 bits per pixel, and the value each one's full scale is taken to be:
+# 16-bit PNG, TIFF and PGM files open as "I;16*" or "I"; float images are taken as 0..1.
+# (Image.convert clips them at 255 instead: a 16-bit photo would come out nearly white.)
+HIGH_DEPTH_FULL_SCALE = {
+    "I;16": 65535,
+    "I;16L": 65535,
+    "I;16B": 65535,
+    "I;16N": 65535,
+    "I": 65535,
+    "F": 1.0,
+}
 
 Samples = list[tuple[Path, int]]
 SHOWN_SKIPPED = 5  # paths named in the data.skip_corrupt warning; the rest are counted
@@ -20,16 +34,51 @@ SHOWN_SKIPPED = 5  # paths named in the data.skip_corrupt warning; the rest are 
 log = logging.getLogger(__name__)
 
 
+def image_suffixes() -> frozenset[str]:
+    """Every file extension (lower-case, with the dot) of a format Pillow can open and decode."""
+    Image.init()  # registers every plugin; before it only the formats imported so far count
+    return frozenset(
+        suffix.lower()
+        for suffix, format_name in Image.registered_extensions().items()
+        if format_name in Image.OPEN and format_name not in IDENTIFY_ONLY_FORMATS
+    )
+
+
+IMAGE_SUFFIXES = image_suffixes()
+
+
 def read_rgb(path: Path) -> Image.Image:
-    """The image at ``path`` as RGB; an unreadable, truncated or non-image file is a
-    :class:`UserError` naming it."""
+    """The image at ``path`` as RGB (see :func:`to_rgb`); an unreadable, truncated or
+    non-image file is a :class:`DataError` naming it."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as error:  # UnidentifiedImageError and truncated files are OSErrors
-        raise UserError(
+            return to_rgb(image)
+    # UnidentifiedImageError and truncated files are OSErrors; a mode Pillow cannot convert is
+    # a ValueError; a decompression bomb is its own type. Each is a fault of that one file.
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(
             f"cannot read image {path} ({error}): replace or remove the file"
         ) from error
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as a new RGB image, without Pillow's warnings.
+
+    A palette with transparency goes through RGBA (straight to RGB, Pillow warns); 16-bit and
+    float greyscale is scaled to 8 bits first (see ``HIGH_DEPTH_FULL_SCALE``); alpha is dropped.
+    """
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    elif image.mode in HIGH_DEPTH_FULL_SCALE:
+        image = to_8bit(image, HIGH_DEPTH_FULL_SCALE[image.mode])
+    return image.convert("RGB")
+
+
+def to_8bit(image: Image.Image, full_scale: float) -> Image.Image:
+    """A single-channel image of any depth as 8-bit greyscale ("L"): ``full_scale`` becomes
+    255, values outside 0..full_scale are clipped."""
+    pixels = np.asarray(image, dtype=np.float64) * (255 / full_scale)
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
 def readable(
@@ -40,7 +89,7 @@ def readable(
     ``split`` that counts and names them. Without it nothing is read (no startup cost) and
     a bad file stops the run when it is read.
 
-    Raises :class:`UserError` when files were given and none of them is readable.
+    Raises :class:`DataError` when files were given and none of them is readable.
     """
     if not skip_corrupt:
         return list(paths), []
@@ -50,12 +99,12 @@ def readable(
         # A full decode, as training does: Image.verify() passes truncated JPEGs.
         try:
             read_rgb(path)
-        except UserError:
+        except DataError:
             skipped.append(path)
         else:
             kept.append(path)
     if skipped and not kept:
-        raise UserError(
+        raise DataError(
             f"no readable images in {split}: all {len(skipped)} are corrupt, e.g. {skipped[0]} "
             "(data.skip_corrupt=true left them out): replace the files"
         )
@@ -146,19 +195,33 @@ class ImageList:
 
 
 def split_deterministic(transform: Callable | None) -> tuple[Callable, Callable | None]:
-    """``(prefix, rest)`` of a ``transforms.Compose``: its leading steps without randomness
-    (what they make of an image can be kept) and a Compose of the others (None if none)."""
+    """``(prefix, rest)`` of a ``Compose`` (``transforms`` or ``transforms.v2``): its leading
+    steps without randomness (Resize, CenterCrop, Grayscale: what they make of an image can be
+    kept) and a Compose of the same kind of the others (None if none)."""
     from torchvision import transforms
+    from torchvision.transforms import v2
 
-    steps = list(getattr(transform, "transforms", []))
-    keepable = (transforms.Resize, transforms.CenterCrop, transforms.Grayscale)
+    # Only a Compose runs every step in order: RandomApply and RandomChoice also hold a
+    # .transforms list, but which of its steps run is random.
+    if not isinstance(transform, (transforms.Compose, v2.Compose)):
+        return (lambda image: image), transform
+    keepable = (
+        transforms.Resize,
+        transforms.CenterCrop,
+        transforms.Grayscale,
+        v2.Resize,
+        v2.CenterCrop,
+        v2.Grayscale,
+    )
+    steps = list(transform.transforms)
     count = 0
     while count < len(steps) and isinstance(steps[count], keepable):
         count += 1
-    if not hasattr(transform, "transforms"):  # not a Compose: nothing known to be fixed
+    if count == 0:  # v2's Compose refuses an empty list
         return (lambda image: image), transform
-    rest = transforms.Compose(steps[count:]) if count < len(steps) else None
-    return transforms.Compose(steps[:count]), rest
+    compose = type(transform)
+    rest = compose(steps[count:]) if count < len(steps) else None
+    return compose(steps[:count]), rest
 
 
 def image_bytes(image: Image.Image) -> int:
@@ -174,29 +237,17 @@ def _check_no_class_lost(
     if lost:
         label = min(lost)
         folder = next(path.parent for path, of in before if of == label)
-        raise UserError(
+        raise DataError(
             f"no readable images in {folder} (class {classes[label]} of {split}): every one is "
             "corrupt (data.skip_corrupt=true left them out): replace the files"
         )
-
-
-def class_folders(folder: Path, classes: Sequence[str], layout_help: str) -> Samples:
-    """``(path, label)`` for every image in ``folder/<class>/``, label = index in ``classes``."""
-    samples: Samples = []
-    for label, name in enumerate(classes):
-        class_dir = folder / name
-        files = sorted(p for p in class_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise UserError(f"no images in {class_dir}: {layout_help}")
-        samples += [(path, label) for path in files]
-    return samples
 
 
 def find_images(root: str | Path, layout_help: str) -> list[Path]:
     """Every image file under ``root``, at any depth, sorted (hidden folders skipped)."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"no folder {root}: {layout_help}")
+        raise DataError(f"no folder {root}: {layout_help}")
     files = sorted(
         path
         for path in root.rglob("*")
@@ -204,8 +255,11 @@ def find_images(root: str | Path, layout_help: str) -> list[Path]:
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
     )
     if not files:
-        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise UserError(f"no images ({suffixes}) under {root}: {layout_help}")
+        # IMAGE_SUFFIXES holds some 60 extensions: a few familiar ones say enough.
+        raise DataError(
+            f"no images (any format Pillow reads: .jpg, .png, .webp, .tif, ...) under {root}: "
+            f"{layout_help}"
+        )
     return files
 
 
@@ -213,9 +267,9 @@ def image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """The image files ``inputs`` names, for ``predict``: a file as given (one that is not a
     readable image stops the run when it is read); a folder as its image files at any depth,
     sorted, other files in it skipped. A missing path or a folder without images, or no inputs
-    at all, is a :class:`UserError`."""
+    at all, is a :class:`DataError`."""
     if not inputs:
-        raise UserError("no inputs: give images with inputs=[photo.jpg,folder/]")
+        raise DataError("no inputs: give images with inputs=[photo.jpg,folder/]")
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -224,7 +278,7 @@ def image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise UserError(f"inputs: no such file or folder: {path}")
+            raise DataError(f"inputs: no such file or folder: {path}")
     return files
 
 

@@ -22,7 +22,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from torchcamp.datasets.download import download_archive
-from torchcamp.trainer.errors import UserError
+from torchcamp.datasets.errors import DataError
 
 # The course's alphabet: 52 letters and 5 punctuation marks.
 ALL_LETTERS = string.ascii_letters + " .,;'"
@@ -58,25 +58,25 @@ def download_names(root: str | Path) -> None:
 
 def read_names(root: str | Path) -> dict[str, list[str]]:
     """``{language: unique ASCII names in file order}`` from ``root/names/*.txt``, sorted by
-    language. Raises :class:`UserError` for a missing folder, an unreadable or empty file."""
+    language. Raises :class:`DataError` for a missing folder, an unreadable or empty file."""
     folder = Path(root) / "names"
     if not folder.is_dir():
-        raise UserError(
+        raise DataError(
             f"names data not found: no folder {folder} (data.root={root}); {LAYOUT_HELP}"
         )
     files = sorted(folder.glob("*.txt"))
     if not files:
-        raise UserError(f"no .txt files in {folder}; {LAYOUT_HELP}")
+        raise DataError(f"no .txt files in {folder}; {LAYOUT_HELP}")
     languages: dict[str, list[str]] = {}
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
-            raise UserError(f"{path} is not UTF-8 (byte {error.start}): {LAYOUT_HELP}") from error
+            raise DataError(f"{path} is not UTF-8 (byte {error.start}): {LAYOUT_HELP}") from error
         names = (to_ascii(line.strip()) for line in text.splitlines())
         unique = list(dict.fromkeys(name for name in names if name))
         if not unique:
-            raise UserError(f"{path} holds no names (empty, or no ASCII letters): {LAYOUT_HELP}")
+            raise DataError(f"{path} holds no names (empty, or no ASCII letters): {LAYOUT_HELP}")
         languages[path.stem] = unique
     return languages
 
@@ -119,7 +119,7 @@ class Vocab:
         """The vocabulary whose ``itos`` this is (as a checkpoint keeps it): its characters,
         each taken as a one-letter name, give back the same sorted table."""
         if tuple(itos[:2]) != (PAD, UNK):
-            raise UserError(f"not a names vocabulary (it must start with {PAD}, {UNK}): {itos[:5]}")
+            raise DataError(f"not a names vocabulary (it must start with {PAD}, {UNK}): {itos[:5]}")
         return cls(list(itos[2:]))
 
     def __len__(self) -> int:

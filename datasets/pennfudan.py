@@ -25,8 +25,8 @@ from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
 
 from torchcamp.datasets.download import download_archive
+from torchcamp.datasets.errors import DataError
 from torchcamp.datasets.images import read_rgb, readable
-from torchcamp.trainer.errors import UserError
 
 URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
 LAYOUT_HELP = (
@@ -56,10 +56,10 @@ def find_pennfudan(root: str | Path) -> list[PennFudanSample]:
     base = Path(root) / "PennFudanPed"
     images_dir = base / "PNGImages"
     if not images_dir.is_dir():
-        raise UserError(f"PennFudan data not found: no {images_dir}: {LAYOUT_HELP}")
+        raise DataError(f"PennFudan data not found: no {images_dir}: {LAYOUT_HELP}")
     images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() == ".png")
     if not images:
-        raise UserError(f"no .png images in {images_dir}: {LAYOUT_HELP}")
+        raise DataError(f"no .png images in {images_dir}: {LAYOUT_HELP}")
     return [_sample(base, image) for image in images]
 
 
@@ -80,7 +80,7 @@ def read_boxes(sample: PennFudanSample) -> torch.Tensor:
     if sample.mask is not None:
         return _mask_boxes(sample.mask)
     where = sample.annotation or f"no Annotation/{sample.image.stem}.txt"
-    raise UserError(
+    raise DataError(
         f"no boxes for {sample.image}: {where} has no 'Bounding box' lines and there is no "
         f"PedMasks/{sample.image.stem}_mask.png; restore the file from the archive: {LAYOUT_HELP}"
     )
@@ -90,20 +90,20 @@ def _annotation_boxes(path: Path) -> torch.Tensor:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read annotation {path}: {error}; restore it") from error
+        raise DataError(f"cannot read annotation {path}: {error}; restore it") from error
     boxes = []
     for number, line in enumerate(lines, start=1):
         if not line.startswith(_BOX_LINE):
             continue
         match = _BOX_NUMBERS.search(line)
         if match is None:
-            raise UserError(
+            raise DataError(
                 f"{path}:{number}: cannot read the box in {line!r}; expected "
                 "'... : (Xmin, Ymin) - (Xmax, Ymax)', restore the file from the archive"
             )
         xmin, ymin, xmax, ymax = (int(value) for value in match.groups())
         if xmin > xmax or ymin > ymax or min(xmin, ymin) < 1:
-            raise UserError(f"{path}:{number}: not a box (1-based, min <= max): {line!r}")
+            raise DataError(f"{path}:{number}: not a box (1-based, min <= max): {line!r}")
         boxes.append((xmin, ymin, xmax, ymax))
     # The file's "Top left pixel co-ordinates : (1, 1)": shift to 0-based, keeping maxima
     # inclusive so the boxes match masks_to_boxes on the masks.
@@ -115,9 +115,9 @@ def _mask_boxes(path: Path) -> torch.Tensor:
         with Image.open(path) as mask:
             ids = np.array(mask)  # "L" or "P": the pixel values are the pedestrian ids
     except OSError as error:
-        raise UserError(f"cannot read mask {path}: {error}; restore it") from error
+        raise DataError(f"cannot read mask {path}: {error}; restore it") from error
     if ids.ndim != 2:
-        raise UserError(f"{path} is not a single-channel id mask (shape {ids.shape})")
+        raise DataError(f"{path} is not a single-channel id mask (shape {ids.shape})")
     objects = np.unique(ids)
     objects = objects[objects != 0]  # 0 is background
     masks = torch.from_numpy(ids[None] == objects[:, None, None])
@@ -188,7 +188,7 @@ def _check_inside(boxes: torch.Tensor, sample: PennFudanSample, width: int, heig
     beyond = (boxes[:, 2] > width - 1) | (boxes[:, 3] > height - 1)  # maxima are inclusive
     if (boxes[:, :2] < 0).any() or beyond.any():
         source = sample.annotation or sample.mask
-        raise UserError(
+        raise DataError(
             f"boxes from {source} reach outside the {width}x{height} image {sample.image}: "
             "the annotation does not belong to this image; restore it from the archive"
         )
@@ -202,7 +202,7 @@ def split_pennfudan(
     The torchvision tutorial holds out 50; ``val_size=0`` trains on all, as the course does.
     """
     if not 0 <= val_size < len(samples):
-        raise UserError(
+        raise DataError(
             f"val_size={val_size} must be between 0 and {len(samples) - 1} for "
             f"{len(samples)} images (at least one left to train on)"
         )

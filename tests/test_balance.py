@@ -13,7 +13,7 @@ from torchcamp.datasets.balance import (
     class_weighted_loss,
     inverse_frequency_weights,
 )
-from torchcamp.trainer.errors import UserError
+from torchcamp.datasets.errors import DataError
 
 
 class Labelled:
@@ -32,9 +32,9 @@ def test_weights_are_inverse_class_frequencies():
     node = class_weighted_loss({"weight": None, "adapt": {}}, Labelled([90, 9, 1]), "nll")
     assert node["weight"] == pytest.approx(weights)
     assert class_weighted_loss({"alpha": None}, Labelled([1, 3]), "focal")["alpha"] == [2, 2 / 3]
-    with pytest.raises(UserError, match="loss=mse has none"):
+    with pytest.raises(DataError, match="loss=mse has none"):
         class_weighted_loss({"reduction": "mean"}, Labelled([1, 3]), "mse")
-    with pytest.raises(UserError, match=r"loss\.weight=.* is set too"):
+    with pytest.raises(DataError, match=r"loss\.weight=.* is set too"):
         class_weighted_loss({"weight": [1.0, 2.0]}, Labelled([1, 3]), "cross_entropy")
 
 
@@ -57,7 +57,7 @@ def test_balanced_sampler_draws_classes_evenly_and_replays_each_epoch():
 
 
 def test_balance_needs_labels(tmp_path):
-    with pytest.raises(UserError, match=r"data\.balance=sampler needs a training set"):
+    with pytest.raises(DataError, match=r"data\.balance=sampler needs a training set"):
         balanced_sampler(object(), seed=0)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import train_in_process
 
+from torchcamp.datasets.errors import DataError
 from torchcamp.datasets.names import (
     PAD_INDEX,
     UNK_INDEX,
@@ -22,7 +23,6 @@ from torchcamp.datasets.names import (
     write_synthetic_names,
 )
 from torchcamp.tasks import names as task
-from torchcamp.trainer.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES_DATA = REPO.parent / "shared" / "data"  # like conftest's SHARED_DATA
@@ -94,7 +94,7 @@ def test_vocab_comes_from_training_names_and_unseen_letters_are_unknown(tmp_path
 
 
 def test_missing_folder_says_where_the_data_comes_from(tmp_path):
-    with pytest.raises(UserError) as error:
+    with pytest.raises(DataError) as error:
         task.build_datasets(tmp_path, seed=0)
     message = str(error.value)
     assert str(tmp_path / "names") in message
@@ -105,11 +105,11 @@ def test_missing_folder_says_where_the_data_comes_from(tmp_path):
 def test_empty_and_non_utf8_files_are_named(tmp_path):
     write_language(tmp_path, "Good", ["Alpha", "Beta"])
     (tmp_path / "names" / "Empty.txt").write_text("\n\n")
-    with pytest.raises(UserError, match=r"Empty\.txt holds no names"):
+    with pytest.raises(DataError, match=r"Empty\.txt holds no names"):
         read_names(tmp_path)
     (tmp_path / "names" / "Empty.txt").unlink()
     (tmp_path / "names" / "Latin1.txt").write_bytes("Muñoz\n".encode("latin-1"))
-    with pytest.raises(UserError, match=r"Latin1\.txt is not UTF-8"):
+    with pytest.raises(DataError, match=r"Latin1\.txt is not UTF-8"):
         read_names(tmp_path)
 
 

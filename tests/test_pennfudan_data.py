@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from torchcamp.datasets.errors import DataError
 from torchcamp.datasets.pennfudan import (
     LAYOUT_HELP,
     PennFudanDataset,
@@ -22,7 +23,6 @@ from torchcamp.datasets.pennfudan import (
     render_synthetic_pennfudan,
     split_pennfudan,
 )
-from torchcamp.trainer.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -97,7 +97,7 @@ def test_mask_fallback_when_annotation_is_missing_or_has_no_boxes(tmp_path):
     (sample,) = find_pennfudan(tmp_path)
     assert read_boxes(sample).tolist() == expected
     sample.mask.unlink()
-    with pytest.raises(UserError, match="FudanPed00001"):
+    with pytest.raises(DataError, match="FudanPed00001"):
         read_boxes(find_pennfudan(tmp_path)[0])
 
 
@@ -113,7 +113,7 @@ def test_mask_fallback_when_annotation_is_missing_or_has_no_boxes(tmp_path):
 def test_corrupt_annotation_names_the_file(tmp_path, content):
     path = tmp_path / "FudanPed00007.txt"
     path.write_bytes(content)
-    with pytest.raises(UserError, match=r"FudanPed00007\.txt"):
+    with pytest.raises(DataError, match=r"FudanPed00007\.txt"):
         read_boxes(PennFudanSample(tmp_path / "FudanPed00007.png", path, None))
 
 
@@ -121,20 +121,20 @@ def test_corrupt_image_and_mask_name_the_file(tmp_path):
     pixels, ids = blue_rectangle()
     sample = write_sample(tmp_path, pixels, ids, text=None)
     sample.mask.write_bytes(b"not a png")
-    with pytest.raises(UserError, match=r"FudanPed00001_mask\.png"):
+    with pytest.raises(DataError, match=r"FudanPed00001_mask\.png"):
         read_boxes(sample)
     good = write_sample(tmp_path, pixels, ids, text=None)
     good.image.write_bytes(good.image.read_bytes()[:100])  # truncated
-    with pytest.raises(UserError, match=r"FudanPed00001\.png"):
+    with pytest.raises(DataError, match=r"FudanPed00001\.png"):
         PennFudanDataset([good])[0]
 
 
 def test_missing_layout_names_the_path_and_the_fix(tmp_path):
-    with pytest.raises(UserError, match="PNGImages") as error:
+    with pytest.raises(DataError, match="PNGImages") as error:
         find_pennfudan(tmp_path)
     assert LAYOUT_HELP in str(error.value) and "data.synthetic=true" in LAYOUT_HELP
     (tmp_path / "PennFudanPed" / "PNGImages").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"no \.png images"):
+    with pytest.raises(DataError, match=r"no \.png images"):
         find_pennfudan(tmp_path)
 
 
@@ -142,7 +142,7 @@ def test_boxes_outside_the_image_are_refused(tmp_path):
     pixels, ids = blue_rectangle()
     text = annotation("(160, 182) - (302, 431)", "(1, 1) - (2, 2)")
     sample = write_sample(tmp_path, pixels, ids, text)
-    with pytest.raises(UserError, match=r"outside the 60x40 image"):
+    with pytest.raises(DataError, match=r"outside the 60x40 image"):
         PennFudanDataset([sample])[0]
 
 
@@ -238,7 +238,7 @@ def test_split_is_deterministic_and_disjoint(tmp_path):
     everything = split_pennfudan(samples, seed=7, val_size=0)
     assert len(everything["train"]) == 20 and everything["val"] == []
     for bad in (20, 25, -1):
-        with pytest.raises(UserError, match="val_size"):
+        with pytest.raises(DataError, match="val_size"):
             split_pennfudan(samples, seed=7, val_size=bad)
 
 
