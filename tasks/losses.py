@@ -1,12 +1,16 @@
-"""The course's custom losses: focal loss, Dice loss and the asymmetric (sales-forecast) loss.
+"""Losses, in one place: the course's custom losses (focal loss, Dice loss and the asymmetric
+sales-forecast loss) and the adapters through which tasks feed any loss.
 
-Each is a plain ``torch.nn.Module`` with ``forward(input, target) -> Tensor``, so a loss config
-can name it in ``_target_`` exactly like a ``torch.nn`` loss.
+The custom losses are plain ``torch.nn.Module``s with ``forward(input, target) -> Tensor``, so a
+loss config can name them in ``_target_`` exactly like a ``torch.nn`` loss. The adapters wrap
+the loss a config names: :class:`AdaptedLoss` feeds it from a classifier's logits and class
+indices, :class:`AdversarialLoss` from a GAN discriminator's probabilities.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -162,3 +166,62 @@ class AsymmetricLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"over={self.over}, under={self.under}, reduction={self.reduction!r}"
+
+
+# ---- adapters: how a task feeds the loss a config names ----------------------------------
+
+# How logits become the loss's input, and class indices its target.
+INPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "logits": lambda logits: logits,
+    "log_softmax": lambda logits: logits.log_softmax(dim=1),
+    "softmax": lambda logits: logits.softmax(dim=1),
+    "sigmoid": torch.sigmoid,
+}
+TARGETS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "index": lambda labels, classes: labels,
+    "one_hot": lambda labels, classes: F.one_hot(labels, classes).float(),
+    "signed": lambda labels, classes: F.one_hot(labels, classes).float() * 2 - 1,
+}
+
+
+class AdaptedLoss(nn.Module):
+    """``loss(INPUTS[input](logits), TARGETS[target](labels))``, computed in float32.
+
+    Losses run outside autocast: some (``BCELoss``) refuse reduced precision, and all are more
+    accurate in float32.
+    """
+
+    def __init__(self, loss: nn.Module, input: str = "logits", target: str = "index") -> None:
+        super().__init__()
+        if input not in INPUTS or target not in TARGETS:
+            raise ValueError(
+                f"adapt.input must be one of {sorted(INPUTS)} and adapt.target one of "
+                f"{sorted(TARGETS)}, got input={input!r}, target={target!r}"
+            )
+        self.loss, self.input, self.target = loss, input, target
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        autocast = torch.is_autocast_enabled(logits.device.type)
+        with torch.autocast(logits.device.type, enabled=False) if autocast else nullcontext():
+            prediction = INPUTS[self.input](logits.float())
+            return self.loss(prediction, TARGETS[self.target](labels, logits.shape[1]))
+
+
+# Criteria that compare probabilities with targets of the same shape: what AdversarialLoss wraps.
+GAN_CRITERIA = (nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+
+
+class AdversarialLoss(nn.Module):
+    """A criterion on D's probabilities against constant targets: 1 for real, 0 for fake, or
+    ``1 - s`` and ``s`` with label smoothing ``s`` (the course's tip: 0.9 and 0.1)."""
+
+    def __init__(self, criterion: Callable, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.criterion, self.label_smoothing = criterion, label_smoothing
+
+    def forward(self, scores: torch.Tensor, real: bool) -> torch.Tensor:
+        target = 1.0 - self.label_smoothing if real else self.label_smoothing
+        # BCE on probabilities is unsafe in float16 (autocast refuses it): compute it in fp32.
+        with torch.autocast(scores.device.type, enabled=False):
+            scores = scores.float()
+            return self.criterion(scores, torch.full_like(scores, target))
