@@ -96,7 +96,7 @@ def torchcamp_run(data: Path, epochs: int, size: int, weights_path: str | None) 
             "task=hymenoptera",
             f"data.root={data.resolve()}",
             f"trainer.max_epochs={epochs}",
-            f"task.options.image_size={size}",
+            f"data.image_size={size}",
             "trainer.progress=false",
             f"hydra.run.dir={tmp}/run",
         ]

@@ -14,6 +14,7 @@ shape, a few after a warm-up one.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,18 +23,26 @@ import torchvision
 from hydra import compose, initialize_config_module
 from torch import nn
 
-from torchcamp.tasks import hymenoptera
-from torchcamp.trainer.app.data import build_loaders, cache_decoded
+from torchcamp.trainer.app.assembly import load_task
+from torchcamp.trainer.app.data import build_datasets, build_loaders, cache_decoded
 from torchcamp.trainer.app.settings import read_settings
 
 
 def loading_rate(data: Path, workers: int, size: int, cache_mb: float) -> float:
     """Training images per second through train's DataLoader (second pass)."""
-    splits = hymenoptera.build_datasets(data, seed=42, image_size=size)
-    cache_decoded(splits, cache_mb)
-    overrides = ["task=hymenoptera", "data.batch_size=16", f"data.num_workers={workers}"]
+    overrides = [
+        "task=hymenoptera",
+        f"data.root={data.resolve()}",
+        f"data.image_size={size}",
+        "data.batch_size=16",
+        f"data.num_workers={workers}",
+        "seed=42",
+    ]
     with initialize_config_module("torchcamp.conf", version_base="1.3"):
         settings = read_settings(compose("config", overrides=overrides))
+    with tempfile.TemporaryDirectory() as unused:  # only data.synthetic=true writes there
+        splits, _ = build_datasets(settings, load_task(settings), Path(unused))
+    cache_decoded(splits, cache_mb)
     loader = build_loaders(settings, splits, None, torch.device("cpu"))["train"]
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)

@@ -5,14 +5,14 @@
     python benchmarks/rmb.py --data ../shared/data --num-workers 2 --extra data.augment=false
 
 Both train torchcamp's LeNet (the course's architecture and initialisation) on the same
-train/valid split (``find_rmb_splits``) with the course's train_lenet.py recipe: Resize(32) +
-RandomCrop(32, padding=4) / Resize(32), batch 16, SGD lr 0.01 momentum 0.9, StepLR(10, 0.1),
-cross entropy. The course loop is its script: a Dataset that opens each JPEG with PIL in
-``__getitem__``, DataLoader with ``num_workers=0``, a train pass then a validation pass per epoch,
-on the CPU (the course's script moves nothing to a GPU: on a machine with one, add
-``--extra device=cpu`` to compare like with like). ``--extra`` is appended verbatim to the
-``train`` command, so the same script A/Bs its settings. Fit time is first batch to the end of
-the last validation, as ``metrics.json`` reports it.
+train/valid split (the one ``train task=rmb`` reads, see ``rmb_splits``) with the course's
+train_lenet.py recipe: Resize(32) + RandomCrop(32, padding=4) / Resize(32), batch 16, SGD lr
+0.01 momentum 0.9, StepLR(10, 0.1), cross entropy. The course loop is its script: a Dataset that
+opens each JPEG with PIL in ``__getitem__``, DataLoader with ``num_workers=0``, a train pass
+then a validation pass per epoch, on the CPU (the course's script moves nothing to a GPU: on a
+machine with one, add ``--extra device=cpu`` to compare like with like). ``--extra`` is appended
+verbatim to the ``train`` command, so the same script A/Bs its settings. Fit time is first batch
+to the end of the last validation, as ``metrics.json`` reports it.
 """
 
 from __future__ import annotations
@@ -28,12 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra import compose, initialize_config_module
 from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from torchcamp.datasets.rmb import find_rmb_splits
 from torchcamp.tasks.models import LeNet
+from torchcamp.trainer.app.assembly import load_task
+from torchcamp.trainer.app.data import build_datasets
+from torchcamp.trainer.app.settings import read_settings
 
 SEED = 42  # train's default seed: the same split where it is drawn (no split file), same torch seed
 
@@ -54,6 +57,17 @@ class RMBDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.data_info)
+
+
+def rmb_splits(data: Path) -> dict[str, list[tuple[Path, int]]]:
+    """``{split: [(path, label), ...]}`` as ``train task=rmb data.root=DATA`` reads them (the
+    split CSV, the pre-split folders or the seeded 8:1:1 split), through the same code."""
+    overrides = ["task=rmb", f"data.root={data.resolve()}", f"seed={SEED}"]
+    with initialize_config_module("torchcamp.conf", version_base="1.3"):
+        settings = read_settings(compose("config", overrides=overrides))
+    with tempfile.TemporaryDirectory() as unused:  # only data.synthetic=true writes there
+        splits, _ = build_datasets(settings, load_task(settings), Path(unused))
+    return {name: dataset.samples for name, dataset in splits.items()}
 
 
 def set_seed(seed: int) -> None:
@@ -83,7 +97,7 @@ def course_loop(data: Path, epochs: int) -> dict:
             transforms.Normalize(norm_mean, norm_std),
         ]
     )
-    splits = find_rmb_splits(data, SEED)  # the split file torchcamp reads: the same images
+    splits = rmb_splits(data)  # the split torchcamp reads: the same images
     train_data = RMBDataset(splits["train"], train_transform)
     valid_data = RMBDataset(splits["val"], valid_transform)
     train_loader = torch.utils.data.DataLoader(train_data, batch_size=16, shuffle=True)
@@ -155,7 +169,7 @@ def torchcamp_run(data: Path, epochs: int, num_workers: int | None, extra: list[
         "val_acc": metrics["val/acc"],
         "best_val_acc": metrics["best/val/acc"],
         "fit_seconds": metrics["time/fit_seconds"],
-        "train_images": len(find_rmb_splits(data, SEED)["train"]),
+        "train_images": len(rmb_splits(data)["train"]),
         "cached_mb": metrics.get("data/cached_mb"),  # decoded before the fit, when cached
     }
 

@@ -1,7 +1,9 @@
-"""The ants-vs-bees set of PyTorch's transfer-learning tutorial, read like an ImageFolder.
+"""The ants-vs-bees set of PyTorch's transfer-learning tutorial: its download and a stand-in.
 
-Layout under a data root: ``hymenoptera_data/{train,val}/<class>/<image>``, any image format
-(the set has a palette GIF and a ``.jpeg``); classes are the ``train`` sub-folders, sorted.
+``task=hymenoptera`` reads it as an image folder (conf/task/hymenoptera.yaml,
+datasets/folders.py): ``hymenoptera_data/{train,val}/<class>/<image>`` under a data root, any
+image format (the set has a palette GIF and a ``.jpeg``); classes are the ``train``
+sub-folders, sorted.
 """
 
 from __future__ import annotations
@@ -12,29 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from torchcamp.datasets.download import download_archive
-from torchcamp.datasets.images import Samples, class_folders
-from torchcamp.trainer.errors import UserError
 
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
-LAYOUT_HELP = (
-    "expected hymenoptera_data/{train,val}/{ants,bees}/<images>. It is the PyTorch "
-    f"transfer-learning tutorial's set: {URL} (unzip it into data.root, or run with "
-    "data.download=true); or run with data.synthetic=true"
-)
-
-
-def find_hymenoptera_splits(root: str | Path) -> tuple[dict[str, Samples], tuple[str, ...]]:
-    """``({"train": [...], "val": [...]}, classes)`` from ``root/hymenoptera_data``."""
-    base = Path(root) / "hymenoptera_data"
-    if not (base / "train").is_dir() or not (base / "val").is_dir():
-        raise UserError(f"hymenoptera data not found under data.root={root}: {LAYOUT_HELP}")
-    classes = tuple(sorted(p.name for p in (base / "train").iterdir() if p.is_dir()))
-    if len(classes) < 2:
-        raise UserError(f"{base / 'train'} has {len(classes)} class folders: {LAYOUT_HELP}")
-    splits = {
-        split: class_folders(base / split, classes, LAYOUT_HELP) for split in ("train", "val")
-    }
-    return splits, classes
 
 
 def download_hymenoptera(root: str | Path) -> None:

@@ -1,83 +1,18 @@
-"""The course's RMB banknote set (1 yuan vs 100 yuan): its on-disk layouts and a stand-in.
+"""The course's RMB banknote set (1 yuan vs 100 yuan): a stand-in in its on-disk layout.
 
-Layouts read, under a data root, first match wins:
-
-1. ``RMB_data/{1,100}/*.jpg`` with ``RMB_data_split.csv`` (``split,class,filename``) beside it;
-2. ``rmb_split/{train,valid,test}/{1,100}/*.jpg`` (the course's pre-split folders);
-3. ``RMB_data/{1,100}/*.jpg`` alone: a per-class 8:1:1 split, deterministic given the seed.
+``task=rmb`` reads the real set as an image folder (conf/task/rmb.yaml, datasets/folders.py),
+under a data root, first match wins: ``RMB_data/{1,100}/*.jpg`` with ``RMB_data_split.csv``
+(``split,class,filename``) beside it; ``RMB_data/{1,100}/*.jpg`` alone, split 8:1:1 per class
+by the seed; or ``rmb_split/{train,valid,test}/{1,100}/*.jpg`` (the course's pre-split folders).
 """
 
 from __future__ import annotations
 
-import csv
-import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from torchcamp.datasets.images import Samples, class_folders
-from torchcamp.trainer.errors import UserError
-
 CLASSES = ("1", "100")  # folder names; label = index, as the course's {"1": 0, "100": 1}
-SPLITS = {"train": "train", "valid": "val", "test": "test"}  # on-disk name -> ours
-
-
-LAYOUT_HELP = (
-    "expected RMB_data/1/*.jpg and RMB_data/100/*.jpg (optionally RMB_data_split.csv beside "
-    "RMB_data/), or rmb_split/{train,valid,test}/{1,100}/*.jpg. The images are the DeepShare "
-    "PyTorch course's banknote photos, handed out with the course material; set data.root to the "
-    "folder that holds RMB_data/ (or TORCHCAMP_DATA), or run with data.synthetic=true"
-)
-
-
-def find_rmb_splits(root: str | Path, seed: int) -> dict[str, Samples]:
-    """``{"train": [...], "val": [...], "test": [...]}`` from the first layout under ``root``."""
-    root = Path(root)
-    data_dir, csv_path, presplit = (
-        root / "RMB_data",
-        root / "RMB_data_split.csv",
-        root / "rmb_split",
-    )
-    if data_dir.is_dir() and csv_path.is_file():
-        return _splits_from_csv(data_dir, csv_path)
-    if presplit.is_dir():
-        return {
-            ours: class_folders(presplit / disk, CLASSES, LAYOUT_HELP)
-            for disk, ours in SPLITS.items()
-        }
-    if data_dir.is_dir():
-        return _split_8_1_1(class_folders(data_dir, CLASSES, LAYOUT_HELP), seed)
-    raise UserError(f"RMB data not found under data.root={root}: {LAYOUT_HELP}")
-
-
-def _splits_from_csv(data_dir: Path, csv_path: Path) -> dict[str, Samples]:
-    splits: dict[str, Samples] = {ours: [] for ours in SPLITS.values()}
-    with open(csv_path, newline="") as file:
-        for line, row in enumerate(csv.DictReader(file), start=2):
-            split, name = SPLITS.get(row.get("split", "")), row.get("class", "")
-            if split is None or name not in CLASSES:
-                raise UserError(
-                    f"{csv_path}:{line}: expected split in train/valid/test and class in 1/100, "
-                    f"got {row}"
-                )
-            path = data_dir / name / row["filename"]
-            if not path.is_file():
-                raise UserError(f"{csv_path}:{line} names {path}, which does not exist")
-            splits[split].append((path, CLASSES.index(name)))
-    return splits
-
-
-def _split_8_1_1(samples: Samples, seed: int) -> dict[str, Samples]:
-    """Per class: shuffle with ``seed``, then 80 % train, 10 % val, the rest test."""
-    splits: dict[str, Samples] = {"train": [], "val": [], "test": []}
-    for label in range(len(CLASSES)):
-        of_class = [sample for sample in samples if sample[1] == label]
-        random.Random(seed).shuffle(of_class)
-        n_train, n_val = round(0.8 * len(of_class)), round(0.1 * len(of_class))
-        splits["train"] += of_class[:n_train]
-        splits["val"] += of_class[n_train : n_train + n_val]
-        splits["test"] += of_class[n_train + n_val :]
-    return splits
 
 
 # ---- synthetic stand-in ------------------------------------------------------------------

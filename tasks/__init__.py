@@ -1,3 +1,7 @@
-"""Tasks: plain modules with ``build_datasets``, ``build_model``, ``step`` (and optionally
-``collate_fn`` and ``make_synthetic_data``). A task config names its module in ``task.module``.
-"""
+"""Tasks: a module per task that defines ``TASK = Task(...)`` (see :mod:`.contract`); a task
+config names the module in ``task.module``. Models are in :mod:`.models`, losses in
+:mod:`.losses`."""
+
+from torchcamp.tasks.contract import Task
+
+__all__ = ["Task"]

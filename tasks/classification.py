@@ -9,56 +9,24 @@ floats for the BCE family, and so on — and :class:`AdaptedLoss` converts in th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from torchcamp.datasets.images import ImageFiles, image_inputs
+
+# The loss adapter lives in tasks/losses.py; INPUTS and TARGETS stay importable here, where
+# callers (the app's validation tests) have always found them.
+from torchcamp.tasks.losses import INPUTS as INPUTS
+from torchcamp.tasks.losses import TARGETS as TARGETS
+from torchcamp.tasks.losses import AdaptedLoss
 from torchcamp.trainer.errors import UserError
 
 if TYPE_CHECKING:
     from torchcamp.trainer.inference import PredictOptions
-
-# How logits become the loss's input, and class indices its target.
-INPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "logits": lambda logits: logits,
-    "log_softmax": lambda logits: logits.log_softmax(dim=1),
-    "softmax": lambda logits: logits.softmax(dim=1),
-    "sigmoid": torch.sigmoid,
-}
-TARGETS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
-    "index": lambda labels, classes: labels,
-    "one_hot": lambda labels, classes: F.one_hot(labels, classes).float(),
-    "signed": lambda labels, classes: F.one_hot(labels, classes).float() * 2 - 1,
-}
-
-
-class AdaptedLoss(nn.Module):
-    """``loss(INPUTS[input](logits), TARGETS[target](labels))``, computed in float32.
-
-    Losses run outside autocast: some (``BCELoss``) refuse reduced precision, and all are more
-    accurate in float32.
-    """
-
-    def __init__(self, loss: nn.Module, input: str = "logits", target: str = "index") -> None:
-        super().__init__()
-        if input not in INPUTS or target not in TARGETS:
-            raise ValueError(
-                f"adapt.input must be one of {sorted(INPUTS)} and adapt.target one of "
-                f"{sorted(TARGETS)}, got input={input!r}, target={target!r}"
-            )
-        self.loss, self.input, self.target = loss, input, target
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        autocast = torch.is_autocast_enabled(logits.device.type)
-        with torch.autocast(logits.device.type, enabled=False) if autocast else nullcontext():
-            prediction = INPUTS[self.input](logits.float())
-            return self.loss(prediction, TARGETS[self.target](labels, logits.shape[1]))
 
 
 def build_loss(loss: nn.Module | None, adapt: Mapping[str, str] | None = None) -> nn.Module:

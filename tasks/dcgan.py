@@ -1,7 +1,7 @@
 """``task=dcgan``: 64x64 image generation with the course's DCGAN.
 
 A GAN trains two parts against each other, so this task names them for the Trainer
-(:func:`optimized_modules`: ``D`` then ``G``, one optimizer each) and gives :func:`step` a
+(:func:`parts`: ``D`` then ``G``, one optimizer each) and gives :func:`step` a
 ``phase``. The Trainer runs both phases on every batch with only that part's parameters taking
 gradients, and keeps AMP, accumulation, clipping and checkpoints for both optimizers.
 """
@@ -20,7 +20,12 @@ from torchvision.utils import make_grid, save_image
 
 from torchcamp.datasets.faces import render_synthetic_faces
 from torchcamp.datasets.images import ImageFiles, find_images
-from torchcamp.trainer import distributed
+from torchcamp.tasks.contract import Task
+from torchcamp.tasks.losses import GAN_CRITERIA, AdversarialLoss
+
+# The models live in tasks/models/dcgan.py; imported here because configs and checkpoints
+# written before name them as torchcamp.tasks.dcgan.DCGAN.
+from torchcamp.tasks.models.dcgan import DCGAN, Discriminator, Generator
 from torchcamp.trainer.errors import UserError
 
 if TYPE_CHECKING:
@@ -38,7 +43,7 @@ __all__ = [
     "forward_images",
     "generate",
     "make_synthetic_data",
-    "optimized_modules",
+    "parts",
     "predict",
     "step",
 ]
@@ -52,111 +57,6 @@ LAYOUT_HELP = (
     "of aligned face crops such as CelebA's img_align_celeba/; set data.root to that folder, or "
     "run with data.synthetic=true"
 )
-
-
-class Generator(nn.Module):
-    """The course's generator: noise ``[B, nz, 1, 1]`` -> image ``[B, 3, 64, 64]`` in [-1, 1]."""
-
-    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
-        super().__init__()
-
-        def up(c_in: int, c_out: int, stride: int, padding: int) -> list[nn.Module]:
-            conv = nn.ConvTranspose2d(c_in, c_out, 4, stride, padding, bias=False)
-            return [conv, nn.BatchNorm2d(c_out), nn.ReLU(True)]
-
-        self.main = nn.Sequential(
-            *up(nz, ngf * 8, 1, 0),  # 4x4
-            *up(ngf * 8, ngf * 4, 2, 1),  # 8x8
-            *up(ngf * 4, ngf * 2, 2, 1),  # 16x16
-            *up(ngf * 2, ngf, 2, 1),  # 32x32
-            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),  # 64x64
-            nn.Tanh(),
-        )
-
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.main(noise)
-
-
-class Discriminator(nn.Module):
-    """The course's discriminator: image ``[B, 3, 64, 64]`` -> probability of "real" ``[B]``."""
-
-    def __init__(self, ndf: int = 64, nc: int = 3) -> None:
-        super().__init__()
-
-        def down(c_in: int, c_out: int) -> list[nn.Module]:
-            conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)
-            return [conv, nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
-
-        self.main = nn.Sequential(
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),  # 32x32, no BatchNorm on the input layer
-            nn.LeakyReLU(0.2, inplace=True),
-            *down(ndf, ndf * 2),  # 16x16
-            *down(ndf * 2, ndf * 4),  # 8x8
-            *down(ndf * 4, ndf * 8),  # 4x4
-            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),  # 1x1
-            nn.Sigmoid(),
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.main(images).view(-1)
-
-
-class DCGAN(nn.Module):
-    """Generator and discriminator in one module, so that DDP and checkpoints see one model.
-
-    ``forward(real, phase)`` runs what a phase needs through this module's own ``__call__``
-    (DDP synchronises gradients only for work done inside the wrapped forward).
-    """
-
-    def __init__(self, nz: int = 100, ngf: int = 64, ndf: int = 64) -> None:
-        super().__init__()
-        self.nz = nz
-        self.generator = Generator(nz, ngf)
-        self.discriminator = Discriminator(ndf)
-        self.apply(_course_init)
-
-    def forward(self, real: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
-        """``phase="D"``: scores of ``real`` and of fresh fakes; ``"G"``: scores of fresh fakes.
-
-        Each phase draws its own noise, as the course's recipe re-samples z for the G step.
-        """
-        fake = self.generator(self._noise(len(real), real.device))
-        if phase == "D":  # D learns; G is held fixed (detach: no gradient flows into G)
-            return {"real": self.discriminator(real), "fake": self.discriminator(fake.detach())}
-        return {"fake": self.discriminator(fake)}
-
-    def _noise(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        """z ~ N(0, 1). Under DDP every rank holds the same global RNG state (so that a
-        checkpoint's state fits all of them): a seed drawn from it, offset by the rank, gives
-        each rank its own fakes, still reproducible on resume."""
-        seed = int(torch.randint(2**62, ())) + distributed.rank()
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randn(batch_size, self.nz, 1, 1, generator=generator).to(device)
-
-
-def _course_init(module: nn.Module) -> None:
-    """The course's initialisation: conv weights N(0, 0.02); BatchNorm weight N(1, 0.02), bias 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
-class AdversarialLoss(nn.Module):
-    """A criterion on D's probabilities against constant targets: 1 for real, 0 for fake, or
-    ``1 - s`` and ``s`` with label smoothing ``s`` (the course's tip: 0.9 and 0.1)."""
-
-    def __init__(self, criterion: Callable, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.criterion, self.label_smoothing = criterion, label_smoothing
-
-    def forward(self, scores: torch.Tensor, real: bool) -> torch.Tensor:
-        target = 1.0 - self.label_smoothing if real else self.label_smoothing
-        # BCE on probabilities is unsafe in float16 (autocast refuses it): compute it in fp32.
-        with torch.autocast(scores.device.type, enabled=False):
-            scores = scores.float()
-            return self.criterion(scores, torch.full_like(scores, target))
 
 
 def build_datasets(
@@ -184,13 +84,9 @@ def build_model(model_factory: Callable[..., nn.Module], train_set: ImageFiles) 
     return model_factory()
 
 
-def optimized_modules(model: DCGAN) -> dict[str, nn.Module]:
+def parts(model: DCGAN) -> dict[str, nn.Module]:
     """The parts the Trainer optimises separately, in the order it steps them on each batch."""
     return {"D": model.discriminator, "G": model.generator}
-
-
-# Criteria that compare probabilities with targets of the same shape.
-GAN_CRITERIA = (nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 
 
 def build_loss(loss: Callable | None, adapt: Mapping[str, Any] | None) -> AdversarialLoss:
@@ -285,3 +181,22 @@ def predict(model: DCGAN, inputs: Sequence[str], options: PredictOptions) -> lis
 def make_synthetic_data(root: str | Path, seed: int) -> None:
     """Drawn cartoon faces under ``root`` (a stand-in for aligned face crops)."""
     render_synthetic_faces(root, seed)
+
+
+def normalization(train_set: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Images are scaled to [-1, 1] (mean 0.5, std 0.5), as the generator's tanh makes them."""
+    return MEAN, STD
+
+
+TASK = Task(
+    build_datasets=build_datasets,
+    build_model=build_model,
+    step=step,
+    build_loss=build_loss,
+    predict=predict,
+    make_synthetic_data=make_synthetic_data,
+    parts=parts,
+    epoch_images=epoch_images,
+    forward_images=forward_images,
+    normalization=normalization,
+)

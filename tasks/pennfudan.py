@@ -32,26 +32,12 @@ from torchcamp.datasets.pennfudan import (
 )
 from torchcamp.datasets.pennfudan import collate_detection as collate_fn
 from torchcamp.tasks.classification import describe_data  # the class names, as a classifier's
+from torchcamp.tasks.contract import Task
 from torchcamp.trainer import distributed
 from torchcamp.trainer.errors import UserError
 
 if TYPE_CHECKING:
     from torchcamp.trainer.inference import PredictOptions
-
-__all__ = [
-    "DetectionEvaluator",
-    "build_datasets",
-    "build_loss",
-    "build_model",
-    "collate_fn",
-    "describe_data",
-    "download",
-    "epoch_images",
-    "make_evaluator",
-    "make_synthetic_data",
-    "predict",
-    "step",
-]
 
 Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 SHOWN_IMAGES = 4  # val images drawn with their detections each epoch
@@ -74,7 +60,7 @@ def build_datasets(
     _require_detection_extra()  # before any training: mAP is computed after the first epoch
     if not 0 <= val_fraction < 1:
         raise UserError(
-            f"task.options.val_fraction={val_fraction}: use a fraction in [0, 1) (0 trains on "
+            f"data.val_fraction={val_fraction}: use a fraction in [0, 1) (0 trains on "
             "every photo, as the course does, and reports no mAP)"
         )
     samples = find_pennfudan(root)
@@ -263,3 +249,18 @@ def _require_detection_extra() -> None:
             f"task=pennfudan reports COCO mAP with torchmetrics and pycocotools, and "
             f"{' and '.join(missing)} is not installed: pip install 'torchcamp[detection]'"
         )
+
+
+TASK = Task(
+    build_datasets=build_datasets,
+    build_model=build_model,
+    step=step,
+    build_loss=build_loss,
+    collate_fn=collate_fn,
+    make_evaluator=make_evaluator,
+    describe_data=describe_data,
+    predict=predict,
+    download=download,
+    make_synthetic_data=make_synthetic_data,
+    epoch_images=epoch_images,
+)

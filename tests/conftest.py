@@ -1,4 +1,5 @@
-"""Shared fixtures: run the real CLI in a subprocess, read run directories back."""
+"""Shared fixtures: run the real CLI in a subprocess, read run directories back, build a
+task preset's datasets as ``train`` builds them."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from torchcamp.trainer.app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -63,6 +69,62 @@ def run_cli(tmp_path):
     return run
 
 
+def preset_settings(task: str, root: str | Path, *overrides: str, seed: int = 0) -> Settings:
+    """The settings of ``train task=TASK data.root=ROOT seed=SEED OVERRIDES``: the real config
+    composed (``conf/``) and read as ``train`` reads it."""
+    from hydra import compose, initialize_config_module
+
+    from torchcamp.trainer.app.settings import read_settings
+
+    with initialize_config_module("torchcamp.conf", version_base="1.3"):
+        cfg = compose("config", [f"task={task}", f"data.root={root}", f"seed={seed}", *overrides])
+    return read_settings(cfg, run_dir=Path(root) / "run")
+
+
+def preset_datasets(task: str, root: str | Path, *overrides: str, seed: int = 0) -> dict:
+    """The datasets by split that ``train task=TASK data.root=ROOT seed=SEED OVERRIDES``
+    trains on, built the way ``train`` builds them (the task's ``TASK``, the config's ``data.*``
+    keys and transforms; ``data.synthetic=true`` renders into ``root``)."""
+    from torchcamp.trainer.app.assembly import load_task
+    from torchcamp.trainer.app.data import build_datasets
+
+    settings = preset_settings(task, root, *overrides, seed=seed)
+    splits, _ = build_datasets(settings, load_task(settings), Path(root))
+    return splits
+
+
+# A user's own model for model=custom: a module of theirs in the working directory.
+CUSTOM_MODEL_MODULE = "tinynet"
+CUSTOM_MODEL_SOURCE = """
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    \"\"\"A small convolutional classifier for images of any size.\"\"\"
+
+    def __init__(self, num_classes, width=8):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, images):
+        return self.fc(self.features(images))
+"""
+
+
+@pytest.fixture
+def custom_model(tmp_path, monkeypatch) -> Iterator[str]:
+    """``model._target_=tinynet.TinyNet``, the override ``model=custom`` needs, naming a small
+    ``nn.Module`` class in ``tinynet.py``, written into ``tmp_path`` and made the working
+    directory, as a user would run it. The module leaves ``sys.modules`` after the test."""
+    (tmp_path / f"{CUSTOM_MODEL_MODULE}.py").write_text(CUSTOM_MODEL_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    yield f"model._target_={CUSTOM_MODEL_MODULE}.TinyNet"
+    sys.modules.pop(CUSTOM_MODEL_MODULE, None)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "RMB_data").is_dir():
@@ -82,6 +144,7 @@ def train_in_process(
     run_dir = tmp_path / run_name
     argv = ["train", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
     monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts the cwd first, for good
     monkeypatch.chdir(tmp_path)
     try:
         main()

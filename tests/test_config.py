@@ -9,15 +9,27 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from PIL import Image
 
 from torchcamp.tasks import dcgan, names, pennfudan, rmb
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer.app import builders
+from torchcamp.trainer.app.data import build_transforms
 from torchcamp.trainer.app.validation import validate
 from torchcamp.trainer.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("task", "model", "optimizer", "scheduler", "loss", "regularizer", "device", "finetune")
+GROUPS = (
+    "task",
+    "model",
+    "optimizer",
+    "scheduler",
+    "loss",
+    "regularizer",
+    "transforms",
+    "device",
+    "finetune",
+)
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -32,28 +44,46 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_builds(group, option):
-    cfg = compose_with(f"{group}={option}")
+def test_option_composes_and_builds(request, monkeypatch, group, option):
+    extra = []
+    if (group, option) == ("model", "custom"):  # the user names their own model
+        extra.append(request.getfixturevalue("custom_model"))
+        monkeypatch.syspath_prepend(Path.cwd())  # as the CLI puts the working directory
+    cfg = compose_with(f"{group}={option}", *extra)
     validate(cfg)
     # `finetune` options write into other groups (@package _global_): no node of their own.
     node = OmegaConf.to_container(cfg[group], resolve=True) if cfg.get(group) is not None else None
     two_classes = SimpleNamespace(classes=("1", "100"))
-    model = rmb.build_model(LeNet, two_classes)
-    if group == "model" and node["_target_"].startswith("torchcamp.tasks.names."):
+    model = rmb.TASK.build_model(LeNet, two_classes)
+    if group == "model" and node["_target_"].startswith("torchcamp.tasks.models.recurrent."):
         # Character models: sized by a text task's vocabulary, fed (indices, lengths).
         text = SimpleNamespace(classes=("a", "b"), vocab=range(10))
-        model = builders.build_model(node, names, text)
+        model = builders.build_model(node, names.TASK, text)
         assert model(torch.tensor([[2, 3, 4]]), torch.tensor([3])).shape == (1, 2)
     elif group == "model" and option == "dcgan":
-        gan = builders.build_model(node, dcgan, SimpleNamespace())
+        gan = builders.build_model(node, dcgan.TASK, SimpleNamespace())
         assert gan.generator(torch.randn(2, 100, 1, 1)).shape == (2, 3, 64, 64)
     elif group == "model" and option.startswith("fasterrcnn"):
         node |= {"min_size": 64, "max_size": 96}  # the shape is what matters here
-        detector = builders.build_model(node, pennfudan, SimpleNamespace(classes=("bg", "ped")))
+        two_labels = SimpleNamespace(classes=("bg", "ped"))
+        detector = builders.build_model(node, pennfudan.TASK, two_labels)
         assert set(detector.eval()([torch.rand(3, 80, 90)])[0]) == {"boxes", "labels", "scores"}
     elif group == "model":
-        model = builders.build_model(node, rmb, two_classes).eval()  # BatchNorm: batch of one
+        model = builders.build_model(node, rmb.TASK, two_classes).eval()  # BatchNorm: batch of 1
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+        if option == "custom":
+            assert type(model).__name__ == "TinyNet"
+    elif group == "transforms":
+        # The option's file is what was picked, whatever the task preset's default.
+        chosen = OmegaConf.to_container(cfg.transforms, resolve=False)
+        assert chosen == OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+        size = cfg.data.image_size
+        built = build_transforms(node)
+        assert set(built) == {"train", "eval"}
+        photo = Image.new("RGB", (50, 40), (200, 100, 0))
+        for transform in built.values():
+            image = transform(photo)
+            assert image.shape == (3, size, size) and image.dtype == torch.float32
     elif group == "optimizer" and option != "sparse_adam":  # sparse_adam: see test_catalogue
         assert isinstance(builders.build_optimizer(node, model), torch.optim.Optimizer)
     elif group == "scheduler":
@@ -63,9 +93,9 @@ def test_option_composes_and_builds(group, option):
         assert (scheduler is None) == (option == "none")
     elif group == "loss" and option == "none":  # for models with their own losses
         with pytest.raises(UserError, match="loss=none gives none"):
-            builders.build_loss(node, option, rmb, num_classes=2)
+            builders.build_loss(node, option, rmb.TASK, num_classes=2)
     elif group == "loss":
-        loss_fn = builders.build_loss(node, option, rmb, num_classes=2)
+        loss_fn = builders.build_loss(node, option, rmb.TASK, num_classes=2)
         loss = loss_fn(torch.randn(4, 2), torch.tensor([0, 1, 1, 0]))
         assert loss.ndim == 0 and torch.isfinite(loss)
     elif group == "regularizer":

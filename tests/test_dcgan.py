@@ -49,7 +49,7 @@ def make_gan_trainer(accumulate: int) -> tuple[Trainer, dcgan.DCGAN]:
     model = dcgan.DCGAN(nz=8, ngf=4, ndf=4)
     optimizers = {
         name: torch.optim.SGD(part.parameters(), lr=0.1)
-        for name, part in dcgan.optimized_modules(model).items()
+        for name, part in dcgan.parts(model).items()
     }
     loss = dcgan.AdversarialLoss(nn.BCELoss())
     return Trainer(
@@ -60,7 +60,7 @@ def make_gan_trainer(accumulate: int) -> tuple[Trainer, dcgan.DCGAN]:
 def reference_gan_steps(model: dcgan.DCGAN, batches: list[torch.Tensor], accumulate: int) -> None:
     """The course's loop by hand: D's loss trains D only, G's loss trains G only."""
     loss = dcgan.AdversarialLoss(nn.BCELoss())
-    parts = dcgan.optimized_modules(model)
+    parts = dcgan.parts(model)
     optimizers = {name: torch.optim.SGD(p.parameters(), lr=0.1) for name, p in parts.items()}
     for start in range(0, len(batches), accumulate):
         window = batches[start : start + accumulate]
@@ -226,10 +226,7 @@ def test_one_grad_scaler_skips_both_steps_on_overflow_and_backs_off_once():
     # the CLI still asks for CUDA for 16-mixed.
     torch.manual_seed(0)
     model = dcgan.DCGAN(nz=8, ngf=4, ndf=4)
-    optimizers = {
-        n: torch.optim.SGD(p.parameters(), lr=0.1)
-        for n, p in dcgan.optimized_modules(model).items()
-    }
+    optimizers = {n: torch.optim.SGD(p.parameters(), lr=0.1) for n, p in dcgan.parts(model).items()}
     trainer = Trainer(
         model,
         dcgan.step,

@@ -62,7 +62,7 @@ def test_hymenoptera_download_unpacks_the_tutorial_zip(monkeypatch, tmp_path, ht
 
     code, run_dir = train_in_process(
         monkeypatch, tmp_path, "task=hymenoptera", f"data.root={root}", "data.download=true",
-        "model=lenet", "task.options.image_size=32", "trainer.max_epochs=1",
+        "model=lenet", "data.image_size=32", "trainer.max_epochs=1",
     )  # fmt: skip
     assert code == 0 and (run_dir / "metrics.json").is_file()
     assert sorted(p.name for p in root.iterdir()) == ["hymenoptera_data"]

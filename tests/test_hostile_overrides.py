@@ -82,7 +82,7 @@ def test_any_value_of_any_key_ends_cleanly(key, value, monkeypatch, tmp_path_fac
 # line naming the key and what is allowed.
 NAMED_CASES = [
     ("task.module=0.5", "task.module=0.5 is not allowed: use an importable module"),
-    ("task.module=abc", "task.module=abc is not a task: it lacks build_datasets"),
+    ("task.module=abc", "task.module=abc defines no TASK: a task module ends with TASK ="),
     ("scheduler.step_size=abc", "scheduler.step_size='abc' is not allowed: StepLR takes step_size"),
     ("optimizer.dampening=/no/such/path", "optimizer.dampening='/no/such/path' is not allowed"),
     ("loss.ignore_index=null", "loss.ignore_index=null is not allowed: CrossEntropyLoss takes"),
@@ -95,7 +95,8 @@ NAMED_CASES = [
     ("scheduler.step_size=0", "the first epoch failed with ZeroDivisionError"),
     ("regularizer=null", "cannot compose the config from"),
     ("seed=-1", "seed=-1 is not allowed: use an integer in [0, 2**32)"),
-    ("+data.foo=1", "data.foo is not a data setting (they are root, batch_size"),
+    ("+data.foo=1", "cannot build data: build_datasets() got an unexpected keyword argument "
+                    "'foo' (drop it with ~data.foo); it takes"),
     ("+trainer.foo=1", "cannot build trainer: Trainer() got an unexpected keyword argument 'foo'"),
 ]  # fmt: skip
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import urllib.error
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torchvision
+from conftest import preset_datasets
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from PIL import Image
 
-from torchcamp.datasets.hymenoptera import find_hymenoptera_splits, render_synthetic_hymenoptera
+from torchcamp.datasets.errors import DataError
+from torchcamp.datasets.hymenoptera import render_synthetic_hymenoptera
 from torchcamp.tasks import hymenoptera
 from torchcamp.tasks.models import LeNet, resnet18
 from torchcamp.trainer.app import builders
@@ -22,28 +25,36 @@ from torchcamp.trainer.errors import UserError
 SMALL = (
     "task=hymenoptera",
     "data.synthetic=true",
-    "task.options.image_size=64",
+    "data.image_size=64",
     "trainer.max_epochs=1",
 )
 
 
 def test_layout_reads_any_image_format_as_rgb(tmp_path):
     render_synthetic_hymenoptera(tmp_path, seed=0, per_class=4)
-    splits, classes = find_hymenoptera_splits(tmp_path)
-    assert classes == ("ants", "bees")
-    suffixes = {path.suffix for path, _ in splits["train"]}
+    datasets = preset_datasets("hymenoptera", tmp_path, "data.image_size=64")
+    assert set(datasets) == {"train", "val"}  # the tutorial's train/ and val/ folders
+    assert datasets["train"].classes == ("ants", "bees")
+    assert [len(datasets[name]) for name in ("train", "val")] == [4 + 1 + 4, 2 + 2]  # + the GIF
+    train = datasets["train"].samples
+    suffixes = {path.suffix for path, _ in train}
     assert suffixes == {".jpg", ".gif"}  # the palette GIF is read, as in the real set
-    datasets = hymenoptera.build_datasets(tmp_path, seed=0, image_size=64)
-    gif_index = next(i for i, (p, _) in enumerate(splits["train"]) if p.suffix == ".gif")
-    assert Image.open(splits["train"][gif_index][0]).mode == "P"
+    gif_index = next(i for i, (p, _) in enumerate(train) if p.suffix == ".gif")
+    assert Image.open(train[gif_index][0]).mode == "P"
     image, label = datasets["train"][gif_index]
     assert image.shape == (3, 64, 64) and label == 0
     assert datasets["val"][0][0].shape == (3, 64, 64)
 
 
 def test_missing_data_names_the_path_and_the_source(tmp_path):
-    with pytest.raises(UserError, match=r"hymenoptera_data/\{train,val\}.*hymenoptera_data\.zip"):
-        find_hymenoptera_splits(tmp_path)
+    with pytest.raises(
+        DataError, match=r"no hymenoptera_data/ in data\.root=.*hymenoptera_data\.zip"
+    ):
+        preset_datasets("hymenoptera", tmp_path)
+    render_synthetic_hymenoptera(tmp_path, seed=0, per_class=4)
+    shutil.rmtree(tmp_path / "hymenoptera_data" / "val")
+    with pytest.raises(DataError, match=r"hymenoptera_data/train needs one validation folder"):
+        preset_datasets("hymenoptera", tmp_path)
 
 
 def test_cli_trains_resnet18_and_lenet_on_hymenoptera(run_in_process):
@@ -104,7 +115,8 @@ def build_preset(preset: str):
     with initialize_config_module(config_module="torchcamp.conf", version_base="1.3"):
         cfg = compose("config", [f"finetune={preset}", "task=hymenoptera", "model.weights=null"])
     node = OmegaConf.to_container(cfg.model, resolve=True)
-    model = builders.build_model(node, hymenoptera, SimpleNamespace(classes=("ants", "bees")))
+    two_classes = SimpleNamespace(classes=("ants", "bees"))
+    model = builders.build_model(node, hymenoptera.TASK, two_classes)
     return model, builders.build_optimizer(
         OmegaConf.to_container(cfg.optimizer, resolve=True), model
     )

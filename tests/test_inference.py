@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import train_in_process
+from conftest import preset_settings, train_in_process
 from PIL import Image
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -23,6 +23,7 @@ from torchcamp.datasets.names import load_names, to_ascii
 from torchcamp.tasks import dcgan, hymenoptera, names, rmb
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer import inference
+from torchcamp.trainer.app.data import build_transforms
 from torchcamp.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from torchcamp.trainer.errors import UserError
 
@@ -131,7 +132,8 @@ def test_rmb_predict_matches_the_models_own_forward(rmb_run, monkeypatch, capsys
     model = LeNet(num_classes=2)
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
     model.eval()
-    transform = rmb.eval_transform()
+    # The course's evaluation transform, as task=rmb configures it (conf/transforms/rmb.yaml).
+    transform = build_transforms(preset_settings("rmb", tmp_path).transforms)["eval"]
     images = torch.stack([transform(Image.open(path).convert("RGB")) for path in files])
     with torch.no_grad():
         probs = model(images).softmax(dim=1)
@@ -170,12 +172,14 @@ def test_hymenoptera_predict_uses_the_runs_image_size(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8)).save(photo)
     torch.manual_seed(0)
     model = LeNet(num_classes=2).eval()
+    # What predict builds from the run's config: its data.* keys and its transforms.
+    settings = preset_settings("hymenoptera", tmp_path, "data.image_size=48")
     options = inference.PredictOptions(
         device=torch.device("cpu"), output_dir=tmp_path, data={"classes": ["ants", "bees"]},
-        task_options={"image_size": 48},
+        data_options=settings.data.options, transforms=build_transforms(settings.transforms),
     )  # fmt: skip
-    (record,) = hymenoptera.predict(model, [str(photo)], options)
-    image = hymenoptera.eval_transform(48)(Image.open(photo).convert("RGB"))
+    (record,) = hymenoptera.TASK.predict(model, [str(photo)], options)
+    image = build_transforms(settings.transforms)["eval"](Image.open(photo).convert("RGB"))
     assert image.shape == (3, 48, 48)
     with torch.no_grad():
         probs = model(image[None]).softmax(dim=1)[0]
@@ -288,7 +292,7 @@ def test_pennfudan_predict_writes_the_detectors_boxes_above_the_threshold(
         )
     train_set = SimpleNamespace(classes=("background", "pedestrian"))
     torch.manual_seed(0)
-    model = builders.build_model(config["model"], pennfudan, train_set).eval()
+    model = builders.build_model(config["model"], pennfudan.TASK, train_set).eval()
     meta = {"task": "pennfudan", "choices": {}, "data": pennfudan.describe_data(train_set)}
     checkpoint = tmp_path / "detector.pt"
     save_checkpoint(
@@ -343,8 +347,8 @@ def test_weights_from_frozen_batchnorm_load_into_batchnorm_and_compute_the_same(
 def test_evaluate_refuses_data_with_other_classes_than_the_checkpoints():
     other = SimpleNamespace(classes=("1", "50"))
     with pytest.raises(UserError, match=r"trained on other classes .* \['1', '100'\] vs"):
-        inference.check_same_data(Path("best.pt"), {"classes": ["1", "100"]}, rmb, other)
-    inference.check_same_data(Path("best.pt"), None, rmb, other)  # older checkpoints: unchecked
+        inference.check_same_data(Path("best.pt"), {"classes": ["1", "100"]}, rmb.TASK, other)
+    inference.check_same_data(Path("best.pt"), None, rmb.TASK, other)  # older: unchecked
 
 
 # ---- mistakes -------------------------------------------------------------------------------

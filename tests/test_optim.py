@@ -286,7 +286,7 @@ def test_a_binary_loss_on_a_many_class_task_names_the_losses_that_fit():
         "binary_only": True,
     }
     with pytest.raises(UserError, match=r"loss=bce fits two-class tasks only.*18 classes") as error:
-        builders.build_loss(node, "bce", rmb, num_classes=18)
+        builders.build_loss(node, "bce", rmb.TASK, num_classes=18)
     assert "cross_entropy" in str(error.value) and "bce_with_logits" not in str(error.value)
 
 

@@ -85,7 +85,7 @@ def test_offline_coco_weights_give_one_clear_error(monkeypatch):
     ("override", "message"),
     [
         ("loss=cross_entropy", "Faster R-CNN's own losses"),
-        ("task.options.val_fraction=1.0", "task.options.val_fraction=1.0: use a fraction"),
+        ("data.val_fraction=1.0", "data.val_fraction=1.0: use a fraction"),
     ],
 )
 def test_pennfudan_mistakes_are_one_line(monkeypatch, tmp_path, capsys, override, message):
@@ -115,7 +115,7 @@ def test_pennfudan_short_run_on_the_real_photos(monkeypatch, tmp_path):
     # of the real files through training and COCO evaluation, not a result.
     code, run_dir = train_in_process(
         monkeypatch, tmp_path, *SMALL, f"data.root={SHARED_DATA}", "trainer.max_epochs=1",
-        "task.options.val_fraction=0.75",
+        "data.val_fraction=0.75",
     )  # fmt: skip
     assert code == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -139,7 +139,7 @@ def test_weights_path_from_a_coco_sized_detector_keeps_a_fresh_head(tmp_path):
         "weights_path": str(path),
     }
     two_classes = SimpleNamespace(classes=("background", "pedestrian"))
-    model = builders.build_model(node, pennfudan, two_classes)
+    model = builders.build_model(node, pennfudan.TASK, two_classes)
     assert model.roi_heads.box_predictor.cls_score.out_features == 2
     backbone = "backbone.body.0.0.weight"
     assert torch.equal(model.state_dict()[backbone], coco_like.state_dict()[backbone])

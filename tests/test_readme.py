@@ -17,6 +17,7 @@ GROUPS = (
     "device",
     "hparams_search",
     "callbacks",
+    "transforms",
 )
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
 

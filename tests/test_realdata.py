@@ -23,7 +23,7 @@ def test_hymenoptera_short_run_beats_chance(run_cli, shared_data):
         "task=hymenoptera",
         f"data.root={shared_data}",
         "trainer.max_epochs=1",
-        "task.options.image_size=112",
+        "data.image_size=112",
         timeout=600,
     )
     assert result.metrics["best/val/acc"] > 83 / 153, result.metrics

@@ -1,4 +1,6 @@
-"""The one exception type for mistakes a user can fix."""
+"""The exception types for mistakes a user can fix, and the CLI's exit codes."""
+
+from torchcamp.datasets.errors import DataError
 
 
 def first_line(error: BaseException) -> str:
@@ -14,6 +16,11 @@ class UserError(Exception):
     The CLI prints its message as one line and exits with code 2, without a traceback.
     The message names the problem and the fix.
     """
+
+
+# What the CLI shows as one line (exit 2): the app's own, and the data readers' (datasets/
+# imports nothing of the trainer, so it has its own type).
+USER_ERRORS = (UserError, DataError)
 
 
 class NonFiniteLossError(UserError):

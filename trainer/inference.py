@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,16 +21,20 @@ from torch import nn
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.trainer import Trainer
 
+if TYPE_CHECKING:
+    from torchcamp.tasks.contract import Task
+
 
 @dataclass
 class PredictOptions:
     """What a task's ``predict`` gets besides the model and the inputs.
 
-    ``data`` is the checkpoint's ``meta["data"]`` (e.g. ``classes``, ``vocab``), ``task_options``
-    its config's ``task.options`` (e.g. ``image_size``). ``threshold`` is the lowest detection
-    score kept, ``num_images`` how many images a generator draws (from noise seeded by
-    ``seed``), ``top_k`` how many classes a name gets. Tasks that write files write them into
-    ``output_dir``.
+    ``data`` is the checkpoint's ``meta["data"]`` (e.g. ``classes``, ``vocab``),
+    ``data_options`` its config's task-specific ``data.*`` keys (e.g. ``image_size``),
+    ``transforms`` the ``transforms`` group built (``{"train": ..., "eval": ...}``) or None.
+    ``threshold`` is the lowest detection score kept, ``num_images`` how many images a
+    generator draws (from noise seeded by ``seed``), ``top_k`` how many classes a name gets.
+    Tasks that write files write them into ``output_dir``.
     """
 
     device: torch.device
@@ -38,18 +42,18 @@ class PredictOptions:
     batch_size: int = 16
     num_workers: int = 0
     data: dict[str, Any] = field(default_factory=dict)
-    task_options: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    transforms: dict[str, Any] | None = None
     threshold: float = 0.5
     num_images: int = 64
     seed: int = 0
     top_k: int = 3
 
 
-def describe_training_data(task: ModuleType, train_set: Any) -> dict[str, Any]:
+def describe_training_data(task: Task, train_set: Any) -> dict[str, Any]:
     """What the model and its predictions need from the training data, as plain values for the
     checkpoint's ``meta["data"]``: the task's ``describe_data(train_set)``, or nothing."""
-    describe = getattr(task, "describe_data", None)
-    return describe(train_set) if describe is not None else {}
+    return dict(task.describe_data(train_set)) if task.describe_data is not None else {}
 
 
 def training_stand_in(path: Path, meta: Mapping[str, Any]) -> SimpleNamespace:
@@ -66,7 +70,7 @@ def training_stand_in(path: Path, meta: Mapping[str, Any]) -> SimpleNamespace:
 
 
 def check_same_data(
-    path: Path, saved: Mapping[str, Any] | None, task: ModuleType, train_set: Any
+    path: Path, saved: Mapping[str, Any] | None, task: Task, train_set: Any
 ) -> None:
     """Refuse data whose classes (or vocabulary) differ from those the checkpoint was trained on:
     the weights might still load, and every metric would be wrong. An older checkpoint
@@ -84,7 +88,7 @@ def check_same_data(
 
 
 def evaluate(
-    task: ModuleType,
+    task: Task,
     model: nn.Module,
     optimizer: Any,
     loss_fn: Callable | None,
@@ -106,8 +110,8 @@ def evaluate(
         device=device,
         precision=precision,
         progress=False,
-        summarize_fn=getattr(task, "summarize", None),
-        make_evaluator=getattr(task, "make_evaluator", None),
+        summarize_fn=task.summarize,
+        make_evaluator=task.make_evaluator,
         channels_last=channels_last,
     )
     metrics: dict[str, float] = {}

@@ -13,19 +13,19 @@ import functools
 import importlib
 import logging
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
 from torchcamp.datasets.balance import class_weighted_loss
+from torchcamp.tasks.contract import Task
 from torchcamp.trainer import devices, distributed
 from torchcamp.trainer.app import builders
 from torchcamp.trainer.app.data import build_datasets, build_loaders, cache_decoded
 from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.app.settings import Settings
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import UserError, first_line
 from torchcamp.trainer.inference import describe_training_data
 from torchcamp.trainer.trainer import Trainer
 
@@ -38,12 +38,13 @@ class RunContext:
 
     ``model`` is the bare model on ``device`` (before any DDP wrapping), ``meta`` what each
     checkpoint records about the run (task, group choices, overrides, the training data's
-    class names or vocabulary), ``notes`` texts for the logs (a synthetic data set's warning).
+    class names or vocabulary), ``notes`` texts for the logs (a synthetic data set's warning),
+    ``data_report`` the task's report on its data (for metrics.json).
     """
 
     settings: Settings
     directory: RunDirectory
-    task: ModuleType
+    task: Task
     splits: dict[str, Any]
     loaders: dict[str, Any]
     model: nn.Module
@@ -52,50 +53,55 @@ class RunContext:
     meta: dict[str, Any]
     notes: dict[str, str] = field(default_factory=dict)
     cached_mb: float = 0.0
+    data_report: dict[str, Any] = field(default_factory=dict)
 
 
-# What every task module defines (the README's task contract).
-TASK_FUNCTIONS = ("build_datasets", "build_model", "step")
+def load_task(settings: Settings) -> Task:
+    """The ``TASK`` of the module ``task.module`` names (a :class:`~torchcamp.tasks.Task`).
 
-
-def load_task(settings: Settings) -> ModuleType:
-    """The task's module (``task.module``), checked to define :data:`TASK_FUNCTIONS`."""
+    A module in the working directory imports, as ``python -m`` would find it (the CLI puts
+    the working directory on ``sys.path``).
+    """
     name = settings.task.module
     try:
-        task = importlib.import_module(name)
+        module = importlib.import_module(name)
     except ImportError as error:
         raise UserError(
-            f"task.module={name}: cannot import it ({error}); give an importable module such "
-            "as torchcamp.tasks.rmb"
+            f"task.module={name}: cannot import it ({first_line(error)}); put {name}.py in the "
+            "working directory, or install the package that has it"
         ) from error
-    missing = [f for f in TASK_FUNCTIONS if not callable(getattr(task, f, None))]
-    if missing:
+    except Exception as error:  # the user's module itself fails while it imports
         raise UserError(
-            f"task.module={name} is not a task: it lacks {', '.join(missing)} (a task module "
-            f"defines {', '.join(TASK_FUNCTIONS)})"
+            f"task.module={name} fails while it imports: {type(error).__name__}: "
+            f"{first_line(error)}"
+        ) from error
+    task = getattr(module, "TASK", None)
+    if not isinstance(task, Task):
+        raise UserError(
+            f"task.module={name} defines no TASK: a task module ends with "
+            "TASK = torchcamp.tasks.Task(build_datasets=..., build_model=..., step=...) "
+            "(README, Your own task)"
         )
     return task
 
 
-def build_model(
-    settings: Settings, task: ModuleType, train_set: Any, device: torch.device
-) -> nn.Module:
+def build_model(settings: Settings, task: Task, train_set: Any, device: torch.device) -> nn.Module:
     """The task's model from the ``model`` node, finished by what ``train_set`` says (its
     classes, vocabulary; a stand-in for it when predicting), on ``device``."""
     return builders.build_model(settings.model, task, train_set).to(device)
 
 
-def build_optimizers(settings: Settings, task: ModuleType, model: nn.Module) -> tuple[Any, Any]:
+def build_optimizers(settings: Settings, task: Task, model: nn.Module) -> tuple[Any, Any]:
     """``(parts, optimizer)``: a GAN names its parts (D, G), one optimizer each; other tasks
     have no parts (None) and one optimizer."""
-    parts = task.optimized_modules(model) if hasattr(task, "optimized_modules") else None
+    parts = task.parts(model) if task.parts is not None else None
     optimizer = builders.build_optimizers(
         settings.optimizer, model, parts, settings.task.optimizers
     )
     return parts, optimizer
 
 
-def build_loss(settings: Settings, task: ModuleType, train_set: Any) -> Any:
+def build_loss(settings: Settings, task: Task, train_set: Any) -> Any:
     """The loss as the task adapts it; ``data.balance=weights`` weights the classes by their
     inverse frequencies in ``train_set``."""
     loss_name = settings.choices.get("loss", "loss")
@@ -115,10 +121,12 @@ def build_context(
     """The task, its data (datasets, decode cache, loaders) and its model, on ``device``."""
     task = load_task(settings)
     splits, notes = build_datasets(settings, task, directory.synthetic_data)
+    is_main = distributed.rank() == 0
+    data_report = describe_splits(task, splits, directory) if is_main else {}
     # What predict needs of the data (class names, vocabulary): checkpoints then work without it.
     meta = meta | {"data": describe_training_data(task, splits["train"])}
     cached_mb = cache_decoded(splits, settings.data.cache_mb)
-    loaders = build_loaders(settings, splits, getattr(task, "collate_fn", None), device)
+    loaders = build_loaders(settings, splits, task.collate_fn, device)
     model = build_model(settings, task, splits["train"], device)
     return RunContext(
         settings=settings,
@@ -128,11 +136,21 @@ def build_context(
         loaders=loaders,
         model=model,
         device=device,
-        is_main=distributed.rank() == 0,
+        is_main=is_main,
         meta=meta,
         notes=notes,
         cached_mb=cached_mb,
+        data_report=data_report,
     )
+
+
+def describe_splits(task: Task, splits: dict[str, Any], directory: RunDirectory) -> dict[str, Any]:
+    """Before the first epoch: the task's report on its data (logged by the task, returned for
+    metrics.json) and the resolved split written into the run directory, where it has them."""
+    if task.save_split is not None:
+        directory.path.mkdir(parents=True, exist_ok=True)
+        task.save_split(splits, directory.path)
+    return dict(task.report_data(splits)) if task.report_data is not None else {}
 
 
 def build_trainer(run: RunContext, gpus: list[int], callbacks: list[Any]) -> Trainer:
@@ -166,8 +184,8 @@ def build_trainer(run: RunContext, gpus: list[int], callbacks: list[Any]) -> Tra
         scheduler_interval=interval,
         regularizer=builders.build_regularizer(settings.regularizer),
         callbacks=callbacks,
-        summarize_fn=getattr(task, "summarize", None),
-        make_evaluator=getattr(task, "make_evaluator", None),
+        summarize_fn=task.summarize,
+        make_evaluator=task.make_evaluator,
         # The `trainer:` keys are the Trainer's own keyword arguments, as they are.
         **(settings.trainer | {"progress": settings.trainer["progress"] and run.is_main}),
     )

@@ -22,7 +22,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from torch import nn
 
 from torchcamp.trainer.checkpoint import load_weights, read_weights
-from torchcamp.trainer.errors import UserError, first_line
+from torchcamp.trainer.errors import USER_ERRORS, UserError, first_line
 from torchcamp.trainer.params import build_param_groups, freeze, init_weights
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def build_loss(node: Mapping[str, Any], name: str, task: Any, num_classes: int |
     tensors = {k: torch.tensor(v) for k, v in node.items() if _is_number_list(v)}
     rest = {k: v for k, v in node.items() if k not in tensors}
     loss = call("loss", lambda: instantiate(rest, **tensors)) if node else None  # loss=none
-    if hasattr(task, "build_loss"):
+    if task.build_loss is not None:
         return task.build_loss(loss, adapt)
     if loss is None:
         raise UserError("this task trains with a loss, and loss=none gives none: pick one")
@@ -192,10 +192,10 @@ def call(group: str, factory: Callable, *args: Any) -> Any:
     """Call a config-built factory; whatever it raises becomes one line naming ``group``."""
     try:
         return factory(*args)
-    except UserError:
+    except USER_ERRORS:
         raise
     except Exception as error:  # a constructor refusing a value the config gave it
-        if isinstance(error.__cause__, UserError):  # raised inside Hydra's instantiate
+        if isinstance(error.__cause__, USER_ERRORS):  # raised inside Hydra's instantiate
             raise error.__cause__ from None
         # Hydra wraps the constructor's own error: "Error in call to target ...", then it.
         reason = error.__cause__ if isinstance(error, InstantiationException) else error

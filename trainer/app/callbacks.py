@@ -66,7 +66,7 @@ def tensorboard(run: RunContext, confusion_matrix: bool = True) -> TensorBoardLo
     if not run.is_main:
         return None
     images_fn = None
-    if hasattr(run.task, "epoch_images"):
+    if run.task.epoch_images is not None:
         shown = run.splits.get("val", run.splits["train"])
         images_fn = functools.partial(run.task.epoch_images, dataset=shown, device=run.device)
     return TensorBoardLogger(
@@ -113,15 +113,17 @@ def model_views(
     if feature_layer or grad_cam_layer:
         shown = first_samples(loaders.get("val", loaders["train"]), num_images)
         images = visualize.image_inputs(visualize.batch_inputs(shown))
+    normalization = run.task.normalization
+    mean, std = (normalization and normalization(run.splits["train"])) or (None, None)
     # A detector, fed a list of images, answers with a list of dicts, which tracing refuses.
     traceable = all(isinstance(x, torch.Tensor) for x in train_inputs)
     return ModelViewsLogger(
         train_images=visualize.image_inputs(train_inputs) if input_grid else None,
         graph_inputs=tuple(x[:1] for x in train_inputs) if graph and traceable else None,
         images=images,
-        mean=getattr(run.task, "MEAN", None),
-        std=getattr(run.task, "STD", None),
-        forward=getattr(run.task, "forward_images", None),
+        mean=mean,
+        std=std,
+        forward=run.task.forward_images,
         kernel_layer=kernel_layer,
         feature_layer=feature_layer,
         # Grad-CAM explains each image's class score: a classifier's batch of images (a

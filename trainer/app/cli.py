@@ -33,6 +33,7 @@ from torchcamp.trainer.errors import (
     EXIT_INTERRUPTED,
     EXIT_SWEEP_FAILED,
     EXIT_USER_ERROR,
+    USER_ERRORS,
     TrainingInterrupted,
     UserError,
 )
@@ -40,14 +41,22 @@ from torchcamp.trainer.errors import (
 log = logging.getLogger("torchcamp")
 
 
+def _import_from_working_directory() -> None:
+    """Let ``task.module``, ``model._target_`` and callbacks name modules in the working
+    directory, as ``python -m`` finds them (a console script's path starts at its own bin)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def main() -> None:
     """Console entry point for ``train``."""
+    _import_from_working_directory()
     # Let Hydra's own errors (unknown option or key, bad override) reach us instead of being
     # printed with a stack trace and exit code 1; we print one line and exit with 2.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     args = sys.argv[1:]
     if any(arg in ("--help", "-h") for arg in args):
-        exit_on_errors(help_text.print_train_help, [a for a in args if not a.startswith("-")])
+        exit_on_errors(help_text.print_train_help, [a for a in args if a not in ("--help", "-h")])
         return
     exit_on_errors(_hydra_main)
     if sweep.failed_jobs:
@@ -102,6 +111,7 @@ def _sweep_job(train: Callable[[DictConfig], dict], cfg: DictConfig) -> dict[str
 def _inference_command(help_: str, own_keys: tuple[str, ...], name: str) -> None:
     """``evaluate`` or ``predict``: ``--help``, or split the ``key=value`` arguments into the
     command's own options (``own_keys``, as written) and changes to the checkpoint's config."""
+    _import_from_working_directory()
     args = sys.argv[1:]
     if any(arg in ("--help", "-h") for arg in args):
         print(help_)
@@ -130,7 +140,7 @@ def exit_on_errors(command: Callable[..., Any], *args: Any) -> Any:
     signal in exit 3, a second Ctrl-C in 130. Anything else is a bug: its traceback, exit 1."""
     try:
         return command(*args)
-    except UserError as error:
+    except USER_ERRORS as error:
         _fail(user_message(error))
     except (HydraException, OmegaConfBaseException) as error:
         _fail(one_line(error))
@@ -169,7 +179,7 @@ def _fail(message: str) -> None:
 
 def _record_failed_job(run_dir: Path, error: Exception) -> None:
     """A sweep job's error in its log (a traceback if it is a bug) and its ``metrics.json``."""
-    is_user_error = isinstance(error, UserError)
+    is_user_error = isinstance(error, USER_ERRORS)
     message = user_message(error) if is_user_error else f"{type(error).__name__}: {error}"
     message = " ".join(message.split())  # one line in summary.csv
     if is_user_error:

@@ -6,34 +6,45 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from torchcamp.datasets.balance import balanced_sampler
+from torchcamp.tasks.contract import Task
 from torchcamp.trainer import distributed
+from torchcamp.trainer.app import builders
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.data import ResumableSampler, SeededSamples, ignore_stop_signals
-from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.errors import USER_ERRORS, UserError
 
 log = logging.getLogger("torchcamp")
 
 
 def build_datasets(
-    settings: Settings, task: ModuleType, synthetic_root: Path
+    settings: Settings, task: Task, synthetic_root: Path
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The task's datasets by split, and notes for the logs. With ``data.synthetic`` rank 0
     renders the stand-in data set into ``synthetic_root`` first; with ``data.download`` it
-    fetches a missing one into ``data.root``."""
+    fetches a missing one into ``data.root``. The task's own ``data.*`` keys and the built
+    ``transforms`` go to its ``build_datasets``."""
     data = settings.data
     notes: dict[str, str] = {}
-    root = Path(data.root)
+    root = Path(data.root).expanduser()
+    options = dict(data.options)
+    transforms = build_transforms(settings.transforms)
+    if transforms is not None:
+        options["transforms"] = transforms
     if data.synthetic:
+        if task.make_synthetic_data is None:
+            raise UserError(
+                f"task={settings.task.name} has no synthetic stand-in data: set data.root to "
+                "real data and data.synthetic=false"
+            )
         root = synthetic_root
         if distributed.rank() == 0:  # the other ranks wait and read the same files
-            task.make_synthetic_data(root, seed=settings.seed)
+            task.make_synthetic_data(root, settings.seed)
             notes["data/synthetic"] = (
                 f"data.synthetic=true: training on a rendered stand-in data set in {root}, not "
                 "on real data; its figures say nothing about the real task"
@@ -41,26 +52,36 @@ def build_datasets(
             log.warning(notes["data/synthetic"])
         distributed.barrier()
     elif data.download:
-        _download_once(task, root, settings.task.name)
+        _download_once(task, root, settings.task.name, options)
     splits = task.build_datasets(
         root,
         seed=settings.seed,
         augment=data.augment,
         skip_corrupt=data.skip_corrupt,
-        **settings.task.options,
+        **options,
     )
-    return splits, notes
+    return dict(splits), notes
 
 
-def _download_once(task: ModuleType, root: Path, task_name: str) -> None:
+def build_transforms(node: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``transforms`` group built: ``{"train": ..., "eval": ...}``, or None without one."""
+    if not node:
+        return None
+    return {
+        split: builders.call(f"transforms.{split}", builders.instantiate, spec)
+        for split, spec in node.items()
+    }
+
+
+def _download_once(task: Task, root: Path, task_name: str, options: dict[str, Any]) -> None:
     """``data.download=true``: let the task fetch its data unless it is already there."""
-    if not hasattr(task, "download"):  # the RMB photos come with the course, not from a URL
+    if task.download is None:  # the RMB photos come with the course, not from a URL
         log.warning("data.download=true: task=%s has no public download; ignored", task_name)
         return
     try:
-        task.build_datasets(root, seed=0)
+        task.build_datasets(root, seed=0, **options)
         return  # already on disk
-    except UserError:
+    except USER_ERRORS:
         pass
     if distributed.rank() == 0:
         log.info("data.download=true: fetching the data set into %s", root)

@@ -17,7 +17,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torchcamp.trainer import devices, distributed
 from torchcamp.trainer.app.logs import configure_logging
 from torchcamp.trainer.app.settings import Settings
-from torchcamp.trainer.errors import EXIT_INTERRUPTED, TrainingInterrupted, UserError
+from torchcamp.trainer.errors import EXIT_INTERRUPTED, USER_ERRORS, TrainingInterrupted, UserError
 
 log = logging.getLogger("torchcamp")
 
@@ -75,7 +75,7 @@ def _ddp_worker(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
     )
     try:
         return run_fn(settings)
-    except UserError as error:
+    except USER_ERRORS as error:
         return {"error": str(error)}
     except TrainingInterrupted as stop:
         # Leave at once: a rank that returns waits for the launcher to read its result, which

@@ -4,6 +4,7 @@ and composes the config the given overrides make, without importing torch."""
 from __future__ import annotations
 
 from importlib.resources import files
+from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -27,9 +28,10 @@ PREDICT = """predict: run a checkpoint's model on images or names (torchcamp).
 
   ckpt=PATH               a run's checkpoints/best.pt or last.pt: the config and class names
                           inside it rebuild the model, no training data needed
-  inputs=[a,b,...]        items between commas, as written. rmb, hymenoptera, pennfudan: image
-                          files, and folders searched at any depth for images; names: names,
-                          or text files of one name per line; dcgan: none
+  inputs=[a,b,...]        items between commas, as written. imagefolder, rmb, hymenoptera,
+                          pennfudan: image files, and folders searched at any depth for
+                          images; names: names, or text files of one name per line; dcgan:
+                          none; your own task: what its predict reads
   predict.threshold=0.5   pennfudan: the lowest detection score kept
   predict.num_images=64   dcgan: how many images to draw
   predict.seed=0          dcgan: the seed of the noise
@@ -39,15 +41,16 @@ PREDICT = """predict: run a checkpoint's model on images or names (torchcamp).
   key=value               changes to the checkpoint's config: device=auto|cpu|cuda,
                           data.batch_size=64 (images or names per batch), data.num_workers=2
 
-Prints one JSON line per record: rmb, hymenoptera {"file", "label", "prob"}; names {"name",
-"top": [{"label", "prob"}, ...]}; pennfudan {"file", "drawn", "boxes", "labels", "scores"} (also
-in predictions.json); dcgan {"file"} per image written."""
+Prints one JSON line per record: imagefolder, rmb, hymenoptera {"file", "label", "prob"};
+names {"name", "top": [{"label", "prob"}, ...]}; pennfudan {"file", "drawn", "boxes", "labels",
+"scores"} (also in predictions.json); dcgan {"file"} per image written."""
 
 TRAIN = """train: compose a training run from config groups and run it (torchcamp).
 
   train [group=option ...] [key=value ...]     e.g. train task=rmb optimizer=adam optimizer.lr=3e-4
   train -m key=a,b [...]                       a sweep: one job per combination
   train --cfg job [overrides]                  the composed config, without training
+  train --config-dir ./configs task=mytask     your own config files (task/mytask.yaml) too
   train --hydra-help                           Hydra's own flags
 
 == Configuration groups ==
@@ -61,22 +64,39 @@ Override anything in the config (foo.bar=value)
 {config}"""
 
 
-def print_train_help(overrides: list[str]) -> None:
-    """``train --help``: the groups and their options, and the config these overrides compose.
+def print_train_help(args: list[str]) -> None:
+    """``train --help``: the groups and their options (the user's ``--config-dir`` ones too),
+    and the config these arguments' overrides compose.
 
     Hydra's own ``--help`` re-composes the whole config once per group option to list them
     (about 0.7 s here); reading the option files' names takes milliseconds.
     """
-    conf = files("torchcamp.conf")
-    groups = sorted(
-        (
-            group.name,
-            sorted(f.name[: -len(".yaml")] for f in group.iterdir() if f.name.endswith(".yaml")),
-        )
-        for group in conf.iterdir()
-        if group.is_dir() and group.name not in ("hydra", "__pycache__")
-    )
-    listing = "\n".join(f"{name}: {', '.join(options)}" for name, options in groups)
+    config_dir, overrides = _config_dir(args)
+    folders = [files("torchcamp.conf")] + ([Path(config_dir)] if config_dir else [])
+    options: dict[str, set[str]] = {}
+    for folder in folders:
+        for group in folder.iterdir():
+            if group.is_dir() and group.name not in ("hydra", "__pycache__"):
+                names = {
+                    f.name[: -len(".yaml")] for f in group.iterdir() if f.name.endswith(".yaml")
+                }
+                options.setdefault(group.name, set()).update(names)
+    listing = "\n".join(f"{name}: {', '.join(sorted(options[name]))}" for name in sorted(options))
+    if config_dir:
+        overrides = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]", *overrides]
     with initialize_config_module("torchcamp.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     print(TRAIN.format(groups=listing, config=OmegaConf.to_yaml(cfg)))
+
+
+def _config_dir(args: list[str]) -> tuple[str | None, list[str]]:
+    """Hydra's ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``) and the overrides."""
+    config_dir, overrides, rest = None, [], iter(args)
+    for arg in rest:
+        if arg in ("--config-dir", "-cd"):
+            config_dir = next(rest, None)
+        elif arg.startswith("--config-dir="):
+            config_dir = arg.partition("=")[2]
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return config_dir, overrides

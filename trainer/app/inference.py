@@ -19,7 +19,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from torchcamp.trainer import inference
 from torchcamp.trainer.app.assembly import build_loss, build_model, build_optimizers, load_task
-from torchcamp.trainer.app.data import build_datasets, build_loaders, num_workers
+from torchcamp.trainer.app.data import (
+    build_datasets,
+    build_loaders,
+    build_transforms,
+    num_workers,
+)
 from torchcamp.trainer.app.logs import also_logging_to
 from torchcamp.trainer.app.messages import one_line
 from torchcamp.trainer.app.process import setup_process
@@ -37,7 +42,7 @@ def evaluate_command(options: dict[str, str], overrides: list[str]) -> None:
     """``evaluate``: print the metrics of the checkpoint's model on its run's val and test data,
     and write them to ``metrics.json`` in this invocation's own directory."""
     path, state = _read_checkpoint(options.get("ckpt"))
-    cfg = _checkpoint_config(state, overrides)
+    cfg = _checkpoint_config(path, state, overrides)
     output_dir = options.get("output_dir")
     out_dir = Path(output_dir) if output_dir else timestamped_dir(cfg.output_root, "evaluate")
     settings = read_settings(cfg, out_dir)
@@ -63,7 +68,7 @@ def evaluate_checkpoint(settings: Settings, path: Path, state: dict[str, Any]) -
         )
     meta = state.get("meta") or {}
     inference.check_same_data(path, meta.get("data"), task, splits["train"])
-    loaders = build_loaders(settings, splits, getattr(task, "collate_fn", None), device)
+    loaders = build_loaders(settings, splits, task.collate_fn, device)
     model = build_model(settings, task, splits["train"], device)
     load_weights(model, state["model"], f"checkpoint {path}")
     _, optimizer = build_optimizers(settings, task, model)
@@ -95,14 +100,14 @@ def predict_command(options: dict[str, str], overrides: list[str]) -> None:
     line per record. Computes in float32 whatever precision the run trained in."""
     wanted = _predict_settings({k: v for k, v in options.items() if k.startswith("predict")})
     path, state = _read_checkpoint(options.get("ckpt"))
-    cfg = _checkpoint_config(state, overrides)
+    cfg = _checkpoint_config(path, state, overrides)
     cfg.trainer.precision = "32"
     output_dir = wanted.pop("output_dir") or timestamped_dir(cfg.output_root, "predict")
     settings = read_settings(cfg, output_dir)
     check_targets(settings, load_task(settings))
     device, _ = setup_process(settings)
     task = load_task(settings)
-    if not hasattr(task, "predict"):
+    if task.predict is None:
         raise UserError(f"task={settings.task.name} has no predict function")
     meta = state.get("meta") or {}
     model = build_model(settings, task, inference.training_stand_in(path, meta), device)
@@ -114,7 +119,8 @@ def predict_command(options: dict[str, str], overrides: list[str]) -> None:
         batch_size=settings.data.batch_size,
         num_workers=num_workers(settings.data.num_workers, device, 1),
         data=meta["data"],
-        task_options=settings.task.options,
+        data_options=settings.data.options,
+        transforms=build_transforms(settings.transforms),
         **wanted,
     )
     for record in task.predict(model, _input_list(options.get("inputs")), request):
@@ -136,11 +142,11 @@ def _read_checkpoint(ckpt: str | None) -> tuple[Path, dict[str, Any]]:
     return path, state
 
 
-def _checkpoint_config(state: dict[str, Any], overrides: list[str]) -> DictConfig:
+def _checkpoint_config(path: Path, state: dict[str, Any], overrides: list[str]) -> DictConfig:
     """The run's config from its checkpoint, changed by ``overrides`` (``device=`` picks the
     accelerator), checked. Runs in one process, and builds the model without pretrained
     weights: the checkpoint's replace them, so nothing is downloaded or read besides it."""
-    cfg = OmegaConf.create(state["config"])
+    cfg = OmegaConf.create(_current_config(path, state["config"]))
     OmegaConf.set_struct(cfg, True)  # a key the run's config lacks is a typo, not a new key
     accelerators = [o.partition("=")[2] for o in overrides if o.partition("=")[0] == "device"]
     changes = [o for o in overrides if o.partition("=")[0] != "device"]
@@ -162,6 +168,25 @@ def _checkpoint_config(state: dict[str, Any], overrides: list[str]) -> DictConfi
         if key in cfg.model:
             cfg.model[key] = None
     return cfg
+
+
+def _current_config(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config as this version reads it. Those written before tasks became
+    ``Task`` objects have no ``transforms`` key: their ``task.options`` become ``data.*`` keys
+    (names, dcgan, pennfudan load as before); rmb and hymenoptera, whose folders and transforms
+    became configuration, are refused in one line saying what to do."""
+    if "transforms" in config:
+        return config
+    task = dict(config.get("task") or {})
+    if task.get("name") in ("rmb", "hymenoptera"):
+        raise UserError(
+            f"checkpoint {path} was written before task={task['name']} became an image-folder "
+            "preset (its config has no transforms group), so its data and transforms cannot be "
+            f"rebuilt: start a new run from its weights with train task={task['name']} "
+            f"model.weights_path={path}, and evaluate or predict with that run's checkpoint"
+        )
+    options = task.pop("options", None) or {}
+    return {**config, "task": task, "data": {**config["data"], **options}, "transforms": None}
 
 
 def _predict_settings(given: dict[str, str]) -> dict[str, Any]:

@@ -21,18 +21,19 @@ from torchcamp.trainer.errors import UserError
 
 @dataclass(frozen=True)
 class TaskSettings:
-    """``task.*``: the task module, its own options (``task.options``, passed to its
-    ``build_datasets``) and per-part optimizer changes (``task.optimizers``, a GAN's D and G)."""
+    """``task.*``: the task's name, the module that defines its ``TASK`` and per-part optimizer
+    changes (``task.optimizers``, a GAN's D and G)."""
 
     name: str
     module: str
-    options: dict[str, Any] = field(default_factory=dict)
     optimizers: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class DataSettings:
-    """``data.*``: where the data is and how it is loaded (see conf/config.yaml)."""
+    """``data.*``: where the data is and how it is loaded (see conf/config.yaml). ``options``
+    holds the task's own data keys (those its config adds beside these, e.g. an image
+    folder's ``splits``), passed to its ``build_datasets``."""
 
     root: str
     batch_size: int = 16
@@ -43,6 +44,7 @@ class DataSettings:
     download: bool = False
     skip_corrupt: bool = False
     cache_mb: float = 1024
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,9 @@ class Settings:
     """Everything a run needs to know, as plain values.
 
     ``trainer`` holds the Trainer's keyword arguments as the config has them. ``model``,
-    ``optimizer``, ``scheduler``, ``loss`` and ``regularizer`` are their groups' nodes as plain
-    dicts (``_target_`` and the keys torchcamp reads, see :mod:`~torchcamp.trainer.app.builders`),
+    ``optimizer``, ``scheduler``, ``loss``, ``regularizer`` and ``transforms`` are their groups'
+    nodes as plain dicts (``_target_`` and the keys torchcamp reads, see
+    :mod:`~torchcamp.trainer.app.builders`),
     empty or None where the group is ``none``; ``callbacks`` the callback nodes by name.
     ``run_dir`` is this invocation's directory, ``overrides`` its command line's ``key=value``
     arguments (for ``resume=auto``), ``choices`` the option picked in each group (``loss:
@@ -80,6 +83,7 @@ class Settings:
     scheduler: dict[str, Any] | None
     loss: dict[str, Any] | None
     regularizer: dict[str, Any] | None
+    transforms: dict[str, Any] | None
     callbacks: dict[str, dict[str, Any]]
     seed: int
     resume: str | None
@@ -109,10 +113,9 @@ def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Setting
         task=TaskSettings(
             name=task["name"],
             module=task["module"],
-            options=task.get("options") or {},
             optimizers=task.get("optimizers"),
         ),
-        data=_settings(DataSettings, config["data"], "data"),
+        data=_data_settings(config["data"]),
         device=_settings(DeviceSettings, config["device"], "device"),
         # `trainer.precision=32` arrives as a number; the Trainer takes the name "32".
         trainer=config["trainer"] | {"precision": str(config["trainer"]["precision"])},
@@ -129,7 +132,7 @@ def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Setting
 
 
 # The groups whose nodes go to builders as plain dicts.
-GROUP_NODES = ("model", "optimizer", "scheduler", "loss", "regularizer")
+GROUP_NODES = ("model", "optimizer", "scheduler", "loss", "regularizer", "transforms")
 
 
 def timestamped_dir(output_root: str, suffix: str = "") -> Path:
@@ -165,6 +168,14 @@ def _settings(cls: type, values: dict[str, Any], group: str) -> Any:
             f"it with ~{group}.{unknown[0]}"
         )
     return cls(**values)
+
+
+def _data_settings(values: dict[str, Any]) -> DataSettings:
+    """``data.*`` as :class:`DataSettings`: torchcamp's keys, and the rest as the task's
+    ``options`` (checked against its ``build_datasets`` in signatures.py)."""
+    known = {f.name for f in fields(DataSettings)} - {"options"}
+    options = {key: value for key, value in values.items() if key not in known}
+    return DataSettings(**{k: v for k, v in values.items() if k in known}, options=options)
 
 
 def _plain(value: Any) -> Any:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Collection, Mapping
-from types import ModuleType
 from typing import Any
 
 import torch
 from hydra.utils import get_object
 from typeguard import TypeCheckError, check_type
 
+from torchcamp.tasks.contract import Task
+from torchcamp.tasks.models.custom import import_model_target
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import UserError, first_line
 from torchcamp.trainer.trainer import Trainer
@@ -51,12 +52,14 @@ SUPPLIED = {"params", "optimizer", "run"} | {
 FILLED_IN = {"total_steps", "step_size_up"}
 
 
-def check_targets(settings: Settings, task: ModuleType) -> None:
+def check_targets(settings: Settings, task: Task) -> None:
     """Check every ``_target_`` node of the run: the groups, each part's optimizer (a GAN's
-    ``task.optimizers``) and the callbacks; and ``task.options`` against the task's
-    ``build_datasets``, which receives them."""
-    check_arguments("task.options", task.build_datasets, settings.task.options)
+    ``task.optimizers``), the transforms and the callbacks; and the task's own ``data.*`` keys
+    against its ``build_datasets``, which receives them."""
+    check_arguments("data", task.build_datasets, settings.data.options)
     check_arguments("trainer", Trainer, settings.trainer)
+    if settings.model.get("_target_"):  # the user's own model: a clear line if it won't import
+        import_model_target(settings.model["_target_"])
     for group, own in OWN_KEYS.items():
         node = getattr(settings, group)
         if node:
@@ -64,6 +67,8 @@ def check_targets(settings: Settings, task: ModuleType) -> None:
     for part, changes in (settings.task.optimizers or {}).items():
         node = {**settings.optimizer, **(changes or {})}
         check_node(f"task.optimizers.{part}", node, OWN_KEYS["optimizer"])
+    for split, node in (settings.transforms or {}).items():
+        check_node(f"transforms.{split}", node)
     for name, node in settings.callbacks.items():
         check_node(f"callbacks.{name}", node)
 

@@ -29,7 +29,8 @@ from torchcamp.trainer.app.settings import Settings, read_settings
 from torchcamp.trainer.app.signatures import check_targets
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.checkpoint import load_checkpoint
-from torchcamp.trainer.errors import TrainingInterrupted, UserError, first_line
+from torchcamp.trainer.errors import USER_ERRORS, TrainingInterrupted, UserError, first_line
+from torchcamp.trainer.inference import check_same_data
 from torchcamp.trainer.signals import stop_at_step_boundary
 from torchcamp.trainer.trainer import Trainer
 
@@ -101,6 +102,10 @@ def _fit(
     """Assemble the run in ``directory``, fit, test with the best weights, write the metrics
     (also into this invocation's own directory)."""
     run = build_context(settings, directory, meta, device)
+    if resume is not None:  # the weights might load, and every metric would be wrong
+        check_same_data(
+            resume[0], resume[1].get("meta", {}).get("data"), run.task, run.splits["train"]
+        )
     callbacks = build_callbacks(settings.callbacks, run)
     trainer = build_trainer(run, gpus, callbacks)
     if resume is not None:
@@ -125,6 +130,7 @@ def _fit(
         "synthetic": settings.data.synthetic,
         "data/skipped_corrupt": sum(len(getattr(ds, "skipped", [])) for ds in run.splits.values()),
         "data/cached_mb": round(run.cached_mb, 1),
+        "data_report": run.data_report,
         "world_size": distributed.world_size(),
         **summary,
         "status": "resumed" if resume else "completed",
@@ -145,7 +151,7 @@ def _fit_and_test(trainer: Trainer, run: RunContext, callbacks: list[Any]) -> di
             return trainer.fit(
                 loaders["train"], loaders.get("val"), loaders.get("test"), test_weights=test_weights
             )
-    except (UserError, TrainingInterrupted):
+    except (*USER_ERRORS, TrainingInterrupted):
         raise
     except Exception as error:
         # Still in the first epoch, or at its end (the epoch count is already up when the

@@ -91,8 +91,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "resume": (lambda v: v is None or _is_text(v), "null, auto or a checkpoint's path"),
     "output_root": (_is_text, "a folder path"),
     "task.name": (_is_text, "a task's name"),
-    "task.module": (_is_module_path, "an importable module such as torchcamp.tasks.rmb"),
-    "task.options": (lambda v: v is None or _is_dict(v), "the task's options as key: value"),
+    "task.module": (
+        _is_module_path,
+        "an importable module that defines TASK, such as mytasks.regression",
+    ),
     "task.optimizers": (
         lambda v: v is None or (_is_dict(v) and all(p is None or _is_dict(p) for p in v.values())),
         "per-part optimizer keys: task.optimizers.<part>.<key>=value",

@@ -1,0 +1,89 @@
+"""The Task contract: everything torchcamp needs from a task, in one typed object.
+
+A task is a module that defines ``TASK = Task(...)``; its config (``conf/task/<name>.yaml``, or
+a file of the user's own in ``--config-dir``) names that module in ``task.module``. The CLI
+reads this one object: a field left ``None`` means the task does not have that feature, and
+nothing else about the module is looked at.
+
+Three fields are required:
+
+``build_datasets(root, *, seed, augment, skip_corrupt, **options) -> {"train": ..., "val": ...}``
+    The datasets by split (map-style, ``len`` and ``[i]``); ``"train"`` is required, ``"val"``
+    and ``"test"`` are scored when present. ``root`` is ``data.root`` (or the folder the
+    synthetic stand-in was rendered into); ``options`` are the task's own ``data.*`` keys (those
+    its config adds beside torchcamp's), plus ``transforms`` (``{"train": ..., "eval": ...}``,
+    built from the ``transforms`` group) when the config has them.
+``build_model(model_factory, train_set) -> nn.Module``
+    ``model_factory`` is the ``model`` node instantiated with ``_partial_``: call it with what
+    the data decides (``num_classes=len(train_set.classes)``, a vocabulary size).
+``step(model, batch, loss_fn) -> {"loss": tensor, ...}``
+    One batch through the model. ``loss`` is what is minimised; every other 0-d tensor is
+    averaged over the epoch and logged (``acc``); a tensor with more dimensions is summed over
+    the epoch and handed to ``summarize`` (a confusion matrix). A task with ``parts`` also gets
+    ``phase=`` (the part being optimised).
+
+Everything else is optional; see each field's comment below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.trainer.metrics import Evaluator
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a task gives torchcamp (see the module docstring for the three required fields)."""
+
+    build_datasets: Callable[..., Mapping[str, Any]]
+    build_model: Callable[[Callable[..., nn.Module], Any], nn.Module]
+    step: Callable[..., Mapping[str, Any]]
+
+    # loss_fn from the ``loss`` node's object (None for loss=none) and its ``adapt`` keys;
+    # None: the loss object is used as it is.
+    build_loss: Callable[[Any, Mapping[str, Any] | None], Any] | None = None
+    # The DataLoaders' collate_fn (names pads sequences, detection keeps lists).
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    # Epoch metrics from the epoch's summed tensors: {"confusion": ...} -> {"macro_acc": ...}.
+    summarize: Callable[[Mapping[str, torch.Tensor]], Mapping[str, float]] | None = None
+    # A fresh metric object for each evaluation, when sums are not enough (detection mAP).
+    make_evaluator: Callable[[], Evaluator] | None = None
+    # What the checkpoint keeps of the training data (class names, a vocabulary), as plain
+    # values: build_model receives an object with these attributes when predicting, and a
+    # resumed or evaluated run refuses data whose description differs.
+    describe_data: Callable[[Any], Mapping[str, Any]] | None = None
+    # ``predict`` command: records ({"file", "label", ...}) for the inputs.
+    predict: Callable[[nn.Module, Sequence[str], PredictOptions], list[dict[str, Any]]] | None = (
+        None
+    )
+    # ``data.download=true``: fetch the public data set into root.
+    download: Callable[[Path], None] | None = None
+    # ``data.synthetic=true``: render a small stand-in data set in the real layout into root.
+    make_synthetic_data: Callable[[Path, int], None] | None = None
+    # Parts trained against each other, one optimizer each, stepped in this order (a GAN's D
+    # and G); ``step`` then gets ``phase=<part name>``.
+    parts: Callable[[nn.Module], Mapping[str, nn.Module]] | None = None
+    # Pictures for TensorBoard after every epoch: {"tag": image batch or grid}.
+    epoch_images: Callable[..., Mapping[str, torch.Tensor]] | None = None
+    # How the model views feed images to the model when it is not model(images) (a GAN's D).
+    forward_images: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    # (mean, std) the inputs were normalised with, for showing them: from the train set.
+    normalization: Callable[[Any], tuple[Sequence[float], Sequence[float]] | None] | None = None
+    # A short report on the data, before the first epoch: logged and kept in metrics.json.
+    report_data: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    # Write the resolved split (which file went where) into the run directory.
+    save_split: Callable[[Mapping[str, Any], Path], None] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("build_datasets", "build_model", "step"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"Task.{name} must be a function, got {getattr(self, name)!r}")
