@@ -23,7 +23,14 @@ def test_wheel_ships_configs_under_the_torchcamp_namespace(tmp_path):
     shipped = {name.removeprefix("torchcamp/conf/") for name in names if name.endswith(".yaml")}
     in_repo = {str(path.relative_to(REPO / "conf")) for path in (REPO / "conf").rglob("*.yaml")}
     assert in_repo <= shipped, f"not in the wheel: {sorted(in_repo - shipped)}"
-    assert "torchcamp/trainer/app/cli.py" in names
+    # Every module of the four source folders, sub-packages included (tasks/models/).
+    sources = {
+        f"torchcamp/{path.relative_to(REPO)}"
+        for folder in ("trainer", "tasks", "datasets", "conf")
+        for path in (REPO / folder).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert sources <= set(names), f"not in the wheel: {sorted(sources - set(names))}"
     top_level = {name.split("/")[0] for name in names}
     assert top_level <= {"torchcamp", wheel.name.split("-")[0] + "-0.1.0.dist-info"}, top_level
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
