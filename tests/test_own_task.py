@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import train_in_process
+
 from torchcamp.trainer.app import cli
 from torchcamp.trainer.checkpoint import load_checkpoint
 
@@ -96,3 +98,53 @@ def test_the_readme_example_trains_evaluates_predicts_and_resumes(tmp_path, monk
     records = [json.loads(line) for line in predicted]
     assert [r["features"] for r in records] == [[3.0, 10.0], [5.0, 40.0]]
     assert all(isinstance(r["prediction"], float) for r in records)
+
+
+TINY_TASK = """
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from torchcamp.tasks import Task
+
+
+def build_datasets(root, *, seed, augment=True, skip_corrupt=False, empty="val"):
+    x = torch.randn(16, 3)
+    sizes = {"train": 12, "val": 4, empty: 0}
+    return {name: TensorDataset(x[:n], x[:n, 0]) for name, n in sizes.items()}
+
+
+def step(model, batch, loss_fn):
+    x, y = batch
+    return {"loss": loss_fn(model(x).squeeze(1), y)}
+
+
+TASK = Task(build_datasets=build_datasets, build_model=lambda factory, train: factory(), step=step)
+"""
+TINY_CONFIG = """# @package _global_
+defaults:
+  - override /model: custom
+  - override /loss: mse
+task: {name: tiny, module: tiny}
+model: {_target_: torch.nn.Linear, in_features: 3, out_features: 1}
+data: {empty: val, batch_size: 4}
+"""
+
+
+def test_an_empty_split_of_a_users_task_is_left_out_and_an_empty_train_split_refused(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "tiny.py").write_text(TINY_TASK)
+    (tmp_path / "configs" / "task").mkdir(parents=True)
+    (tmp_path / "configs" / "task" / "tiny.yaml").write_text(TINY_CONFIG)
+    monkeypatch.delitem(sys.modules, "tiny", raising=False)
+    own = ("--config-dir", "configs", "task=tiny", "trainer.max_epochs=1", "trainer.monitor=null")
+    code, run_dir = train_in_process(monkeypatch, tmp_path, *own, run_name="empty_val")
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "train/loss" in metrics and not any(key.startswith("val/") for key in metrics)
+    assert "the val split is empty" in (run_dir / "train.log").read_text()
+
+    code, _ = train_in_process(monkeypatch, tmp_path, *own, "data.empty=train", run_name="e")
+    err = capsys.readouterr().err
+    assert code == 2 and "gave no training samples" in err and "Traceback" not in err

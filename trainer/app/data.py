@@ -60,7 +60,21 @@ def build_datasets(
         skip_corrupt=data.skip_corrupt,
         **options,
     )
-    return dict(splits), notes
+    return _without_empty_splits(dict(splits), settings.task.name), notes
+
+
+def _without_empty_splits(splits: dict[str, Any], task_name: str) -> dict[str, Any]:
+    """The splits with samples: an empty val or test split is left out with a warning (it has
+    nothing to score, and its metrics would divide by zero); an empty or missing train split
+    is a UserError."""
+    if "train" not in splits or len(splits["train"]) == 0:
+        raise UserError(
+            f"task={task_name} gave no training samples: check data.root and the task's data"
+        )
+    for name in [name for name, dataset in splits.items() if len(dataset) == 0]:
+        log.warning("task=%s: the %s split is empty; training without it", task_name, name)
+        del splits[name]
+    return splits
 
 
 def build_transforms(node: dict[str, Any] | None) -> dict[str, Any] | None:
