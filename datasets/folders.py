@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchcamp.datasets.errors import DataError
-from torchcamp.datasets.images import IMAGE_SUFFIXES, Samples
+from torchcamp.datasets.images import Samples, images_in, is_hidden
 
 log = logging.getLogger(__name__)
 
@@ -312,24 +312,6 @@ def class_samples(folder: Path, classes: tuple[str, ...], *, require_images: boo
             )
         samples += [(path, label) for path in files]
     return samples
-
-
-def images_in(folder: Path, *, recursive: bool) -> list[Path]:
-    """The image files in ``folder`` (or anywhere below it), sorted; hidden files and
-    folders skipped (macOS's "._photo.jpg" copies are not images)."""
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        path
-        for path in candidates
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(is_hidden(part) for part in path.relative_to(folder).parts)
-    )
-
-
-def is_hidden(name: str) -> bool:
-    """A dot-file or dot-folder (.ipynb_checkpoints, ._photo.jpg)."""
-    return name.startswith(".")
 
 
 def check_class_count(classes: tuple[str, ...], noun: str, where: str) -> None:

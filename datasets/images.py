@@ -248,12 +248,7 @@ def find_images(root: str | Path, layout_help: str) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"no folder {root}: {layout_help}")
-    files = sorted(
-        path
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    )
+    files = images_in(root, recursive=True)
     if not files:
         # IMAGE_SUFFIXES holds some 60 extensions: a few familiar ones say enough.
         raise DataError(
@@ -261,6 +256,24 @@ def find_images(root: str | Path, layout_help: str) -> list[Path]:
             f"{layout_help}"
         )
     return files
+
+
+def images_in(folder: Path, *, recursive: bool) -> list[Path]:
+    """The image files in ``folder`` (or anywhere below it), sorted; hidden files and
+    folders skipped (macOS's "._photo.jpg" copies are not images)."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        path
+        for path in candidates
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file()
+        and not any(is_hidden(part) for part in path.relative_to(folder).parts)
+    )
+
+
+def is_hidden(name: str) -> bool:
+    """A dot-file or dot-folder (.ipynb_checkpoints, ._photo.jpg)."""
+    return name.startswith(".")
 
 
 def image_inputs(inputs: Sequence[str | Path]) -> list[Path]:

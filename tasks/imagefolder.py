@@ -73,15 +73,6 @@ def build_datasets(
         test_fraction=test_fraction,
     )
     log.info("image folder %s: %s; %d classes", image_root, found.layout, len(found.classes))
-    for name in [name for name, samples in found.splits.items() if not samples]:
-        # Too few images per class for the fraction (round(0.1 * 4) = 0): train without it.
-        log.warning(
-            "no %s images: the classes are too small for data.%s_fraction; training without "
-            "a %s split (raise the fraction, or give split folders or a CSV)",
-            name,
-            name,
-            name,
-        )
     train_transform = transforms["train"] if augment else transforms["eval"]
     return {
         name: ImageList(
@@ -92,7 +83,6 @@ def build_datasets(
             split=name,
         )
         for name, samples in found.splits.items()
-        if samples
     }
 
 

@@ -34,7 +34,7 @@ def import_model_target(path: str) -> Callable[..., Any]:
             f"model._target_={path}: give module.Name, the module's dotted path and the class or "
             "function in it, e.g. model._target_=mynets.TinyNet"
         )
-    module = _import_user_module(path, module_name)
+    module = import_user_module(f"model._target_={path}", module_name)
     if not hasattr(module, attribute):
         public = [name for name in vars(module) if not name.startswith("_")]
         close = difflib.get_close_matches(attribute, public, n=3)
@@ -76,29 +76,29 @@ def build_custom(factory: Callable[..., Any], num_classes: int, **kwargs: Any) -
     return model
 
 
-def _import_user_module(path: str, module_name: str) -> Any:
-    """``module_name`` imported with the working directory on ``sys.path``; one line if it is
-    missing or raises while it is imported."""
+def import_user_module(setting: str, module_name: str) -> Any:
+    """``module_name`` imported with the working directory on ``sys.path``: the user's own code
+    (``model._target_``, ``task.module``). Missing, or raising while it is imported, is one line
+    that starts with ``setting`` (``model._target_=mynets.TinyNet``)."""
     try:
         with _working_directory_on_path():
             importlib.invalidate_caches()  # a module written since the last import is found
             return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if not _is_module_or_parent(error.name, module_name):  # one of its own imports
-            raise _import_failed(path, module_name, error) from error
+            raise _import_failed(setting, module_name, error) from error
         file = module_name.replace(".", "/") + ".py"
         raise UserError(
-            f"model._target_={path}: cannot import {module_name} ({first_line(error)}): put "
+            f"{setting}: cannot import {module_name} ({first_line(error)}): put "
             f"{file} in the working directory or install it"
         ) from None
     except Exception as error:  # SyntaxError, or anything the module runs when imported
-        raise _import_failed(path, module_name, error) from error
+        raise _import_failed(setting, module_name, error) from error
 
 
-def _import_failed(path: str, module_name: str, error: BaseException) -> UserError:
+def _import_failed(setting: str, module_name: str, error: BaseException) -> UserError:
     return UserError(
-        f"model._target_={path}: importing {module_name} raised {type(error).__name__}: "
-        f"{first_line(error)}"
+        f"{setting}: importing {module_name} raised {type(error).__name__}: {first_line(error)}"
     )
 
 

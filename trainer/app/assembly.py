@@ -10,7 +10,6 @@ that holds everything before them.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +19,13 @@ from torch import nn
 
 from torchcamp.datasets.balance import class_weighted_loss
 from torchcamp.tasks.contract import Task
+from torchcamp.tasks.models.custom import import_user_module
 from torchcamp.trainer import devices, distributed
 from torchcamp.trainer.app import builders
 from torchcamp.trainer.app.data import build_datasets, build_loaders, cache_decoded
 from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.app.settings import Settings
-from torchcamp.trainer.errors import UserError, first_line
+from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.inference import describe_training_data
 from torchcamp.trainer.trainer import Trainer
 
@@ -63,18 +63,7 @@ def load_task(settings: Settings) -> Task:
     the working directory on ``sys.path``).
     """
     name = settings.task.module
-    try:
-        module = importlib.import_module(name)
-    except ImportError as error:
-        raise UserError(
-            f"task.module={name}: cannot import it ({first_line(error)}); put {name}.py in the "
-            "working directory, or install the package that has it"
-        ) from error
-    except Exception as error:  # the user's module itself fails while it imports
-        raise UserError(
-            f"task.module={name} fails while it imports: {type(error).__name__}: "
-            f"{first_line(error)}"
-        ) from error
+    module = import_user_module(f"task.module={name}", name)
     task = getattr(module, "TASK", None)
     if not isinstance(task, Task):
         raise UserError(

@@ -72,7 +72,14 @@ def _without_empty_splits(splits: dict[str, Any], task_name: str) -> dict[str, A
             f"task={task_name} gave no training samples: check data.root and the task's data"
         )
     for name in [name for name, dataset in splits.items() if len(dataset) == 0]:
-        log.warning("task=%s: the %s split is empty; training without it", task_name, name)
+        # An image folder's classes too small for data.val_fraction: round(0.1 * 4) = 0.
+        log.warning(
+            "task=%s: the %s split is empty; training without it (image folders: raise "
+            "data.%s_fraction, or give split folders or a CSV)",
+            task_name,
+            name,
+            name,
+        )
         del splits[name]
     return splits
 
