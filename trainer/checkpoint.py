@@ -60,27 +60,40 @@ class BackgroundWriter:
     ResNet18 with its optimizer state) overlaps the next steps. :meth:`wait` returns once the
     pending write is on disk, and raises its error if it failed, so a full disk still stops the
     run, one checkpoint later. The thread is not a daemon: a write under way when the run ends
-    (or fails) is finished, not cut off.
+    (or fails) is finished, not cut off. Files a write makes obsolete (an evicted top-k
+    checkpoint) are removed by that write, once the new file and its links are on disk.
     """
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, state: dict[str, Any], path: Path, links: Sequence[Path] = ()) -> None:
-        """Write ``state`` to ``path``, then point each of ``links`` at the same file."""
+    def save(
+        self,
+        state: dict[str, Any],
+        path: Path,
+        links: Sequence[Path] = (),
+        remove: Sequence[Path] = (),
+    ) -> None:
+        """Write ``state`` to ``path``, point each of ``links`` at the same file, then delete
+        the files in ``remove``; a write that fails deletes nothing."""
         self.wait()
         snapshot = cpu_copy(state)
         self._thread = threading.Thread(
-            target=self._write, args=(snapshot, path, links), name="checkpoint-writer"
+            target=self._write, args=(snapshot, path, links, remove), name="checkpoint-writer"
         )
         self._thread.start()
 
-    def _write(self, state: dict[str, Any], path: Path, links: Sequence[Path]) -> None:
+    def _write(
+        self, state: dict[str, Any], path: Path, links: Sequence[Path], remove: Sequence[Path]
+    ) -> None:
         try:
             save_checkpoint(state, path)
             for link in links:
                 link_or_copy(path, link)
+            # Only now: until the new file is on disk, the old ones are the run's checkpoints.
+            for old in remove:
+                Path(old).unlink(missing_ok=True)
         except BaseException as error:  # raised in the training thread by wait()
             self._error = error
 
@@ -108,6 +121,8 @@ def cpu_copy(value: Any) -> Any:
 def link_or_copy(source: Path, target: Path) -> None:
     """Make ``target`` the same file as ``source``: a hard link (free: ``source`` is replaced by
     a rename, never rewritten in place), or a copy where links are not supported."""
+    if target.exists() and os.path.samefile(source, target):
+        return  # already; and rename(2) onto a link of the same file would leave the temporary
     temporary = target.with_suffix(target.suffix + ".tmp")
     temporary.unlink(missing_ok=True)
     try:

@@ -10,6 +10,8 @@ Events, in the order the Trainer fires them:
 - ``on_save_checkpoint(trainer)`` just before a checkpoint of the current step is written
   (loggers flush, so nothing logged up to that step can be lost behind it);
 - ``on_epoch_end(trainer, metrics)`` after validation;
+- ``on_train_end(trainer)`` after the last epoch or when training stops early (time limit,
+  early stopping), before the test split is scored;
 - ``on_fit_end(trainer, metrics)`` with the final metrics (test included);
 - ``on_nonfinite_loss(trainer)`` when a NaN/Inf loss stops the run;
 - ``on_interrupt(trainer)`` when a signal stops it at a step boundary.
