@@ -12,8 +12,11 @@ ModelViewsLogger with its defaults (input batch and graph at the start; kernels,
 maps and Grad-CAM on 4 validation images every epoch), the progress bar when
 stdout is a terminal (checkpoints are written on a thread while the next epoch trains, so
 an epoch's time includes writing the previous epoch's files only where the write is slower
-than the epoch). The Trainer also runs with every model view off (confusion matrices
-included), to show what the views cost. The first epoch of each run is a warm-up and is not
+than the epoch), and the run's metrics.csv and pictures (curves.png within its 2% time
+budget, confusion_matrix.png at the end). The Trainer also runs without those two
+(``before #18``: what ``train`` ran by default before them), to show what they cost side by
+side, and with every model view off (confusion matrices included), to show what the views
+cost. The first epoch of each run is a warm-up and is not
 timed; each loop runs ``--repeats`` times, alternating with the others, and every run's epoch
 mean losses must agree to 5 decimals. Data loading is left out on purpose (tensors already in
 memory): what is measured is what the Trainer adds around the step.
@@ -37,7 +40,9 @@ from torchcamp.tasks.classification import classification_step as step
 from torchcamp.tasks.models import LeNet
 from torchcamp.trainer import visualize
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
+from torchcamp.trainer.callbacks.csv_logger import CSVLogger
 from torchcamp.trainer.callbacks.model_views import ModelViewsLogger
+from torchcamp.trainer.callbacks.run_plots import RunPlots
 from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
 from torchcamp.trainer.trainer import Trainer
 
@@ -119,16 +124,20 @@ def default_views(model: nn.Module, tensorboard: TensorBoardLogger, loaders) -> 
 
 
 def trainer_loop(
-    make_model, loaders, epochs: int, run_dir: Path, views: bool = True
+    make_model, loaders, epochs: int, run_dir: Path, views: bool = True, history: bool = True
 ) -> tuple[list[float], list]:
     """The Trainer with train's default callbacks (``views``: with the model views, as by
-    default; without: every view switched off); returns epoch losses and seconds."""
+    default; without: every view switched off; ``history``: with metrics.csv and the
+    pictures, as by default); returns epoch losses and seconds."""
     torch.manual_seed(0)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     clock = EpochClock()
     tensorboard = TensorBoardLogger(run_dir / "tb", class_names=["a", "b"])
     callbacks = [ModelCheckpoint(run_dir / "checkpoints"), tensorboard, clock]
+    if history:
+        plots = RunPlots(run_dir, "val/loss", "min", class_names=["a", "b"])
+        callbacks += [CSVLogger(run_dir / "metrics.csv"), plots]
     if views:
         callbacks.append(default_views(model, tensorboard, loaders))
     else:
@@ -163,14 +172,16 @@ def main() -> None:
     for name in [args.only] if args.only else list(CASES):
         make_model, size, train_n, val_n = CASES[name]
         loaders = make_loaders(size, train_n, val_n)
-        seconds = {"raw": [], "no views": [], "default": []}
+        seconds = {"raw": [], "no views": [], "before #18": [], "default": []}
         for _ in range(args.repeats):
             raw_losses, raw_seconds = raw_loop(make_model, loaders, args.epochs)
             seconds["raw"] += raw_seconds[1:]
-            for variant in ("no views", "default"):
+            for variant in ("no views", "before #18", "default"):
                 with tempfile.TemporaryDirectory() as tmp:
-                    views = variant == "default"
-                    losses, ours = trainer_loop(make_model, loaders, args.epochs, Path(tmp), views)
+                    views, history = variant != "no views", variant != "before #18"
+                    losses, ours = trainer_loop(
+                        make_model, loaders, args.epochs, Path(tmp), views, history
+                    )
                 seconds[variant] += ours[1:]
                 for epoch, (a, b) in enumerate(zip(raw_losses, losses, strict=True), start=1):
                     assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
@@ -181,17 +192,17 @@ def main() -> None:
     print(f"\nepochs of in-memory batches of {BATCH}: median of {timed} (each run's first epoch")
     print(f"is a warm-up; {args.repeats} runs of each loop, alternating)")
     print(f"{torch.get_num_threads()} CPU threads; epoch losses agree to 5 decimals\n")
-    print(
-        "| model | input | steps/epoch | raw s/epoch | Trainer s/epoch, views off | ratio |", end=""
-    )
-    print(" Trainer s/epoch, default | ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | input | steps/epoch | raw s/epoch | views off | ratio |", end="")
+    print(" before #18 | ratio | default | ratio | default / before #18 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, size, steps, medians in rows:
-        raw, bare, full = medians["raw"], medians["no views"], medians["default"]
+        raw, bare = medians["raw"], medians["no views"]
+        before, full = medians["before #18"], medians["default"]
         print(
             f"| {name} | {size} px | {steps} | {raw:.3f} | {bare:.3f} | {bare / raw:.3f} ", end=""
         )
-        print(f"| {full:.3f} | {full / raw:.3f} |")
+        print(f"| {before:.3f} | {before / raw:.3f} | {full:.3f} | {full / raw:.3f} ", end="")
+        print(f"| {full / before:.3f} |")
 
 
 if __name__ == "__main__":

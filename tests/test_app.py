@@ -110,7 +110,14 @@ def test_settings_are_plain_objects_read_once(tmp_path):
     assert isinstance(settings, Settings) and settings.optimizer["_target_"] == "torch.optim.Adam"
     # The Trainer's keys pass straight through to its constructor.
     assert settings.trainer["max_epochs"] == 1 and settings.trainer["precision"] == "32"
-    assert set(settings.callbacks) == {"checkpoint", "tensorboard", "model_views"}
+    assert set(settings.callbacks) == {
+        "checkpoint",
+        "tensorboard",
+        "model_views",
+        "metrics_csv",
+        "plots",
+        "early_stopping",
+    }
 
 
 def test_a_users_own_callback_joins_the_run_from_the_command_line(tmp_path, user_package):

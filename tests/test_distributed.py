@@ -76,10 +76,10 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(run_cli, single_
     assert_same_weights(result.run_dir, single_16)
     # Only rank 0 wrote: one event file, one metrics.json, one log voice.
     assert len(list((result.run_dir / "tb").glob("events.out.tfevents.*"))) == 1
-    assert sorted(p.name for p in (result.run_dir / "checkpoints").iterdir()) == [
-        "best.pt",
-        "last.pt",
-    ]
+    # best.pt and the top epoch's file are links to one of last.pt's versions.
+    names = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
+    assert len(names) == 3 and names[0] == "best.pt" and names[2] == "last.pt"
+    assert names[1].startswith("epoch_00") and names[1].endswith(".pt")
     log = (result.run_dir / "train.log").read_text()
     assert "rank 0 of 2 joined the gloo process group" in log
     assert log.count("epoch 2/2") == 1
@@ -96,8 +96,18 @@ def test_ddp_stopped_by_a_signal_mid_epoch_resumes_where_it_stopped(
     tmp_path, run_cli, background_cli
 ):
     # SIGTERM (or Ctrl-C) reaches the launcher, which passes it on: every rank stops at the same
-    # step boundary, rank 0 writes last.pt, exit 3; resume=auto ends as an unbroken run does.
-    args = (*PLAIN, *DDP2, "data.batch_size=4", "callbacks.checkpoint.every_n_steps=1")
+    # step boundary, rank 0 writes last.pt, exit 3; resume=auto ends as an unbroken run does,
+    # early stopping included: every rank stops after epoch 2 of 3 (no accuracy can improve by
+    # min_delta=2), with its counters carried across the resume.
+    args = (
+        *PLAIN,
+        *DDP2,
+        "data.batch_size=4",
+        "callbacks.checkpoint.every_n_steps=1",
+        "trainer.max_epochs=3",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=2",
+    )
     straight = run_cli(*args)
     runs = tmp_path / "runs"
     job = (*args, "resume=auto", f"output_root={runs}")
@@ -110,7 +120,8 @@ def test_ddp_stopped_by_a_signal_mid_epoch_resumes_where_it_stopped(
     assert stopped["status"] == "interrupted" and 5 <= stopped["global_step"] < 16
     run_cli(*job, f"hydra.run.dir={runs}/b")
     resumed = json.loads((runs / "a/metrics.json").read_text())  # the run continued in place
-    assert resumed["status"] == "resumed" and resumed["global_step"] == 16
+    assert straight.metrics["status"] == resumed["status"] == "early_stopped"
+    assert straight.metrics["epoch"] == resumed["epoch"] == 2 and resumed["global_step"] == 16
     assert_same_weights(straight.run_dir, runs / "a")
 
 

@@ -18,6 +18,7 @@ GROUPS = (
     "hparams_search",
     "callbacks",
     "transforms",
+    "debug",
 )
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
 

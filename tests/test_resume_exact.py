@@ -1,5 +1,6 @@
 """Runs killed (SIGKILL), preempted (SIGTERM) or interrupted (Ctrl-C) at arbitrary steps and
-continued with ``resume=auto`` end bit-identical to an unbroken run, TensorBoard included.
+continued with ``resume=auto`` end bit-identical to an unbroken run: TensorBoard, metrics.csv
+and early stopping included.
 
 Each run is a real ``train`` process; the kills land wherever the run is when the test sees
 that ``last.pt`` holds the wanted step, so mid-epoch and mid-accumulation-window points come up.
@@ -7,6 +8,7 @@ that ``last.pt`` holds the wanted step, so mid-epoch and mid-accumulation-window
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -18,12 +20,16 @@ import torch
 from torchcamp.trainer.checkpoint import load_checkpoint
 
 # rmb's stand-in data (64 training images, RandomCrop augmentation), 16 batches of 4 an
-# epoch, 2 batches per optimizer step: 8 steps an epoch, 24 in all.
+# epoch, 2 batches per optimizer step: 8 steps an epoch, 24 in all. Early stopping ends the
+# run after epoch 3 of 4: with a min_delta no accuracy can beat, epoch 1 sets the best and
+# epochs 2 and 3 use up the patience, so a kill in epoch 3 must carry its counters over.
 JOB = [
     "data.synthetic=true",
     "data.batch_size=4",
     "trainer.accumulate_grad_batches=2",
-    "trainer.max_epochs=3",
+    "trainer.max_epochs=4",
+    "callbacks.early_stopping.patience=2",
+    "callbacks.early_stopping.min_delta=2",
     "trainer.deterministic=true",
     "trainer.log_every_n_steps=1",
     "callbacks.checkpoint.every_n_steps=1",
@@ -53,7 +59,8 @@ def unbroken(tmp_path_factory, background_cli) -> Path:
 
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
-    """Bit-identical weights and optimizer state, the same metrics and TensorBoard curves."""
+    """Bit-identical weights and optimizer state, the same metrics, metrics.csv rows (every
+    epoch once) and TensorBoard curves."""
     ours = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     theirs = load_checkpoint(reference / "checkpoints" / "last.pt")
     assert ours["global_step"] == theirs["global_step"] == TOTAL_STEPS
@@ -67,6 +74,16 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     scores = [key for key in expected if key.startswith(("train/", "val/", "test/", "best/"))]
     assert scores and all(metrics[key] == expected[key] for key in scores)
     assert tensorboard_curve(run_dir) == tensorboard_curve(reference)
+    assert metrics_rows(run_dir) == metrics_rows(reference)
+    assert [row["epoch"] for row in metrics_rows(run_dir)] == ["1", "2", "3"]
+    assert metrics["status"] == expected["status"] == "early_stopped"
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows without the epoch seconds (the one column that is not exact)."""
+    with open(run_dir / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
 
 
 def tensorboard_curve(run_dir: Path, tag: str = "train/loss_step") -> list[tuple[int, float]]:
@@ -99,8 +116,7 @@ def test_sigkill_at_any_step_then_resume_auto_is_bit_identical(
     assert process.returncode == 0, err
     # Every attempt continued the first run in place: its directory holds the whole run.
     assert_same_run(first_dir, unbroken)
-    metrics = json.loads((first_dir / "metrics.json").read_text())
-    assert metrics["status"] == "resumed"
+    assert "early stopping at epoch 3" in (first_dir / "train.log").read_text()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])

@@ -90,6 +90,16 @@ def epoch_batches(loader: Iterable, epoch: int, start: int = 0) -> Iterable:
     return islice(loader, start, None)
 
 
+def limited_batches(num_batches: int, limit: int | float | None) -> int:
+    """How many of an epoch's ``num_batches`` to run under Lightning's ``limit_*_batches``:
+    all for None, at most ``limit`` for an int, that share (at least one) for a float."""
+    if limit is None:
+        return num_batches
+    if isinstance(limit, float):
+        return max(1, int(num_batches * limit)) if num_batches else 0
+    return min(num_batches, limit)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A well-mixed 32-bit seed for one sample of one epoch (numpy's SeedSequence hashing)."""
     sequence = np.random.SeedSequence([seed % 2**32, epoch, index])

@@ -112,11 +112,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def any_rank(flag: bool) -> bool:
     """Is ``flag`` true on any rank? (``flag`` itself without a group.) On the CPU, through
     the control group, so asking at every step does not wait for the GPU."""
+    return any_rank_each(flag)[0]
+
+
+def any_rank_each(*flags: bool) -> tuple[bool, ...]:
+    """:func:`any_rank` for several flags in one collective."""
     if not is_distributed():
-        return flag
-    tensor = torch.tensor([int(flag)])
+        return flags
+    tensor = torch.tensor([int(flag) for flag in flags])
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control_group)
-    return bool(tensor.item())
+    return tuple(bool(value) for value in tensor.tolist())
 
 
 def gather_objects(item: Any) -> list[Any]:

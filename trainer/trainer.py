@@ -11,6 +11,12 @@ generator ``G``) passes one optimizer per part, ``{"D": ..., "G": ...}``: on eve
 Trainer calls ``step(model, batch, loss_fn, phase="D")`` and then ``phase="G"``, each with
 only that part's parameters taking gradients, and keeps AMP, accumulation, clipping,
 scheduling and checkpointing for every optimizer, so the task writes no optimizer code at all.
+
+Training ends after ``max_epochs``, or earlier: when a callback sets ``should_stop`` (early
+stopping, after an epoch) or when ``max_time`` seconds of training have passed (at the next
+optimizer step, counted across resumes); either way the test split is scored after it.
+``limit_*_batches`` run part of each epoch (a count or a share of the batches). Every epoch
+leaves a row in ``history`` (metrics.csv), which checkpoints carry.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
+from itertools import islice
 from typing import Any
 
 import torch
@@ -30,7 +37,7 @@ from tqdm import tqdm  # not tqdm.auto, whose bar calls iter(loader): a 2nd set 
 from torchcamp.trainer import distributed
 from torchcamp.trainer.callbacks import Callback, run_callbacks
 from torchcamp.trainer.checkpoint import load_weights
-from torchcamp.trainer.data import epoch_batches
+from torchcamp.trainer.data import epoch_batches, limited_batches
 from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
 from torchcamp.trainer.metrics import EpochSums, Evaluator, batch_size, format_metrics
 from torchcamp.trainer.optimization import SINGLE, Optimization
@@ -79,6 +86,10 @@ class Trainer:
         deterministic: bool = False,
         cudnn_benchmark: bool = False,
         detect_anomaly: bool = False,
+        max_time: float | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
     ) -> None:
         set_backend_flags(deterministic, cudnn_benchmark, detect_anomaly)
         self.device = torch.device(device)
@@ -106,6 +117,12 @@ class Trainer:
         self.optimizers = self.optimization.optimizers  # by part, stepped in this order
         self.phased = self.optimization.phased
         self.max_epochs = max_epochs
+        self.max_time = max_time  # seconds of training, counted across resumes
+        self.limits = {
+            "train": limit_train_batches,
+            "val": limit_val_batches,
+            "test": limit_test_batches,
+        }
         self.accumulate_grad_batches = accumulate_grad_batches
         self.log_every_n_steps = log_every_n_steps
         self.monitor, self.monitor_mode = monitor, monitor_mode
@@ -124,8 +141,15 @@ class Trainer:
         self._resumed_rng: dict[str, Any] | None = None  # restored when fit starts
         self.best: float | None = None
         self.is_best = False  # did the last evaluation set a new best?
-        self.fit_seconds = 0.0  # first training batch to the end of the last validation
+        # Training time (first training batch to now), counted across resumes: `fit_seconds`.
+        self._seconds_before = 0.0  # of the runs this one continues
         self._fit_started: float | None = None
+        # One row per epoch (epoch, step, its metrics, lr, seconds): metrics.csv and the curves.
+        self.history: list[dict[str, float]] = []
+        # Set by a callback (early stopping) or the time limit: training ends after this step
+        # (time limit) or epoch (early stopping), then the test split is scored as usual.
+        self.should_stop = False
+        self.stop_reason: str | None = None  # "early_stopped" | "time_limit"
         # A step may return count tensors (e.g. a confusion matrix): summed over the epoch and
         # the ranks, kept here per split, and turned into metrics by `summarize_fn`.
         self.summarize_fn = summarize_fn
@@ -156,25 +180,14 @@ class Trainer:
             # exactly what it drew in the run that wrote the checkpoint.
             set_rng_state(self._resumed_rng)
             self._resumed_rng = None
-        metrics: dict[str, float] = {}
         self._fit_started = None  # set on the first training batch
-        fit_seconds_before = self.fit_seconds  # of the runs this one continues
-        while self.epoch < self.max_epochs:
-            try:
-                metrics = self.train_one_epoch(train_loader)
-            except NonFiniteLossError:
-                run_callbacks(self.callbacks, "on_nonfinite_loss", self)  # save the last good
-                raise
-            if val_loader is not None:
-                metrics |= self.evaluate(val_loader, "val")
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            self._update_best(metrics)
-            if self._fit_started is not None:
-                self.fit_seconds = fit_seconds_before + time.perf_counter() - self._fit_started
-            self.optimization.end_epoch(metrics, self.monitor)
-            log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, format_metrics(metrics))
-            run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
-            self._stop_if_requested()  # last.pt of this epoch is written: nothing more to save
+        if self._time_is_up():
+            self._stop("time_limit")
+        while self.epoch < self.max_epochs and not self.should_stop:
+            self._fit_one_epoch(train_loader, val_loader)
+        self._seconds_before, self._fit_started = self.fit_seconds, None  # the clock stops
+        run_callbacks(self.callbacks, "on_train_end", self)  # e.g. last.pt of a mid-epoch stop
+        metrics = epoch_metrics(self.history[-1]) if self.history else {}
         if self.best is not None:
             metrics[f"best/{self.monitor}"] = self.best
         if test_loader is not None:
@@ -187,13 +200,54 @@ class Trainer:
         run_callbacks(self.callbacks, "on_fit_end", self, metrics)
         return metrics
 
+    def _fit_one_epoch(self, train_loader: Iterable, val_loader: Iterable | None) -> None:
+        """Train (the rest of) an epoch, validate, record it, and let the callbacks see it; an
+        epoch cut short by the time limit ends at its last optimizer step instead."""
+        started = time.perf_counter()
+        try:
+            metrics = self.train_one_epoch(train_loader)
+        except NonFiniteLossError:
+            run_callbacks(self.callbacks, "on_nonfinite_loss", self)  # save the last good
+            raise
+        if self.batch_in_epoch < self.batches_per_epoch:  # stopped mid-epoch: no epoch to log
+            return
+        if val_loader is not None:
+            metrics |= self.evaluate(val_loader, "val")
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self._update_best(metrics)
+        self.optimization.end_epoch(metrics, self.monitor)
+        self.history.append(self._history_row(metrics, time.perf_counter() - started))
+        log.info("epoch %d/%d  %s", self.epoch, self.max_epochs, format_metrics(metrics))
+        run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
+        if distributed.is_distributed() and distributed.any_rank(self.should_stop):
+            # Every rank sees the same reduced metrics, so they decide alike; this makes sure.
+            self.should_stop, self.stop_reason = True, self.stop_reason or "early_stopped"
+        self._stop_if_requested()  # last.pt of this epoch is written: nothing more to save
+
+    def _history_row(self, metrics: Mapping[str, float], seconds: float) -> dict[str, float]:
+        """The epoch's row of metrics.csv: its number and step, metrics, lr(s) and seconds."""
+        lrs = {
+            f"lr/{name}" if self.phased else "lr": optimizer.param_groups[0]["lr"]
+            for name, optimizer in self.optimizers.items()
+        }
+        return {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            **metrics,
+            **lrs,
+            "time/epoch_seconds": round(seconds, 4),
+        }
+
     def train_one_epoch(self, loader: Iterable) -> dict[str, float]:
         """One pass over ``loader`` (the rest of it, in an epoch resumed part-way); returns the
         epoch means as ``train/<name>``."""
         self.model.train()
-        num_batches, start = len(loader), self.batch_in_epoch
+        num_batches = limited_batches(len(loader), self.limits["train"])
+        start = self.batch_in_epoch
         self._check_same_epoch_length(num_batches)
         batches = epoch_batches(loader, self.epoch, start)
+        if num_batches < len(loader):
+            batches = islice(batches, num_batches - start)
         bar = tqdm(
             batches,
             desc=f"train {self.epoch + 1}",
@@ -217,13 +271,17 @@ class Trainer:
                 out = self._train_step(batch, batch_idx == window_start, window_size, steps_now)
             self._train_sums.add(out, weight=batch_size(batch))
             self.batch_in_epoch = batch_idx + 1
-            if steps_now:  # a step boundary: where checkpoints are written and stops happen
-                run_callbacks(self.callbacks, "on_train_step_end", self, out)
-                self._stop_if_requested()
             if self.progress:
                 losses = {k: f"{v.item():.4f}" for k, v in out.items() if k.startswith("loss")}
                 # Drawn at the bar's own pace (mininterval), not redrawn on every step.
                 bar.set_postfix(**losses, lr=f"{self.lr:.3g}", refresh=False)
+            if steps_now:  # a step boundary: where checkpoints are written and stops happen
+                run_callbacks(self.callbacks, "on_train_step_end", self, out)
+                self._stop_if_requested()
+                if self.should_stop:  # the time limit: this step is the last
+                    break
+        if self.batch_in_epoch < num_batches:  # the epoch goes on after a resume: keep its sums
+            return {}
         sums, self._train_sums = self._train_sums, EpochSums()
         return self._epoch_metrics(sums, "train")
 
@@ -237,10 +295,13 @@ class Trainer:
         self.batches_per_epoch = num_batches
 
     def _stop_if_requested(self) -> None:
-        """At a step boundary: if a signal asked to stop (on any rank), save and stop."""
-        requested = self.stop_requested is not None
+        """At a step boundary: if a signal asked to stop (on any rank), save and stop; if the
+        time limit is reached (on any rank), stop training after this step."""
+        requested, time_up = self.stop_requested is not None, self._time_is_up()
         if distributed.is_distributed():  # every rank stops at the same step, or DDP hangs
-            requested = distributed.any_rank(requested)
+            requested, time_up = distributed.any_rank_each(requested, time_up)
+        if time_up and not requested and not self.should_stop:
+            self._stop("time_limit")
         if not requested:
             return
         run_callbacks(self.callbacks, "on_interrupt", self)
@@ -248,6 +309,30 @@ class Trainer:
             f"stopped by {self.stop_requested or 'another rank'} at optimizer step "
             f"{self.global_step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch})"
         )
+
+    @property
+    def fit_seconds(self) -> float:
+        """Seconds of training so far, from the first training batch, across resumes."""
+        if self._fit_started is None:
+            return self._seconds_before
+        return self._seconds_before + time.perf_counter() - self._fit_started
+
+    def _time_is_up(self) -> bool:
+        return self.max_time is not None and self.fit_seconds >= self.max_time
+
+    def _stop(self, reason: str) -> None:
+        """End training at this step boundary (or epoch's end) for ``reason``."""
+        self.should_stop, self.stop_reason = True, reason
+        if reason == "time_limit":
+            log.info(
+                "time limit: %.1f s of training reached trainer.max_time=%g s at optimizer step "
+                "%d (epoch %d, batch %d); resume=auto continues with a larger trainer.max_time",
+                self.fit_seconds,
+                self.max_time,
+                self.global_step,
+                self.epoch + (self.batch_in_epoch > 0),
+                self.batch_in_epoch,
+            )
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
@@ -260,7 +345,10 @@ class Trainer:
         model.eval()
         means = EpochSums()
         evaluator = self.make_evaluator() if self.make_evaluator is not None else None
-        for batch in tqdm(loader, desc=prefix, leave=False, disable=not self.progress):
+        num_batches = limited_batches(len(loader), self.limits.get(prefix))
+        batches = islice(loader, num_batches) if num_batches < len(loader) else loader
+        bar = tqdm(batches, desc=prefix, total=num_batches, leave=False, disable=not self.progress)
+        for batch in bar:
             batch = self._to_device(batch)
             out: dict[str, Any] = {}
             for phase in self.optimizers:
@@ -416,6 +504,7 @@ class Trainer:
             "train_sums": self._train_sums.state_dict(),
             "best": self.best,
             "fit_seconds": self.fit_seconds,
+            "history": self.history,
             "rng": get_rng_state(),
             "callbacks": {
                 type(cb).__name__: cb.state_dict()
@@ -437,9 +526,19 @@ class Trainer:
         self.batch_in_epoch = state.get("batch_in_epoch", 0)
         self.batches_per_epoch = state.get("batches_per_epoch")
         self._train_sums.load_state_dict(state.get("train_sums") or {}, self.device)
-        self.fit_seconds = state.get("fit_seconds", 0.0)
+        self._seconds_before = state.get("fit_seconds", 0.0)
+        self.history = [dict(row) for row in state.get("history", [])]
         for callback in self.callbacks:
             saved = (state.get("callbacks") or {}).get(type(callback).__name__)
             if saved is not None and hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(saved)
         self._resumed_rng = state["rng"]
+
+
+def epoch_metrics(row: Mapping[str, float]) -> dict[str, float]:
+    """An epoch's ``train/*``, ``val/*`` (and other split) metrics from its history row."""
+    return {
+        key: value
+        for key, value in row.items()
+        if "/" in key and not key.startswith(("lr/", "time/"))
+    }

@@ -148,7 +148,9 @@ def build_trainer(run: RunContext, gpus: list[int], callbacks: list[Any]) -> Tra
     settings, task = run.settings, run.task
     parts, optimizer = build_optimizers(settings, task, run.model)
     steps = builders.steps_per_epoch(
-        run.loaders["train"], settings.trainer["accumulate_grad_batches"]
+        run.loaders["train"],
+        settings.trainer["accumulate_grad_batches"],
+        settings.trainer.get("limit_train_batches"),
     )
     scheduler, interval = builders.build_schedulers(
         settings.scheduler, optimizer, steps, settings.trainer["max_epochs"]

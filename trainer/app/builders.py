@@ -22,6 +22,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from torch import nn
 
 from torchcamp.trainer.checkpoint import load_weights, read_weights
+from torchcamp.trainer.data import limited_batches
 from torchcamp.trainer.errors import USER_ERRORS, UserError, first_line
 from torchcamp.trainer.params import build_param_groups, freeze, init_weights
 
@@ -183,9 +184,12 @@ def build_regularizer(node: Mapping[str, Any] | None) -> Any:
     return call("regularizer", instantiate, dict(node)) if node else None
 
 
-def steps_per_epoch(loader: Any, accumulate_grad_batches: int) -> int:
-    """Optimizer steps in one epoch: the last, shorter accumulation window counts too."""
-    return math.ceil(len(loader) / accumulate_grad_batches)
+def steps_per_epoch(
+    loader: Any, accumulate_grad_batches: int, limit: int | float | None = None
+) -> int:
+    """Optimizer steps in one epoch of at most ``limit`` batches (``trainer.limit_train_batches``):
+    the last, shorter accumulation window counts too."""
+    return math.ceil(limited_batches(len(loader), limit) / accumulate_grad_batches)
 
 
 def call(group: str, factory: Callable, *args: Any) -> Any:

@@ -21,8 +21,13 @@ from torchcamp.trainer.app.assembly import RunContext
 from torchcamp.trainer.app.builders import call, instantiate
 from torchcamp.trainer.app.signatures import import_target
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
+from torchcamp.trainer.callbacks.csv_logger import CSVLogger
+from torchcamp.trainer.callbacks.early_stopping import EarlyStopping
 from torchcamp.trainer.callbacks.model_views import ModelViewsLogger
+from torchcamp.trainer.callbacks.profiler import Profiler
+from torchcamp.trainer.callbacks.run_plots import RunPlots
 from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
+from torchcamp.trainer.errors import UserError
 
 
 def build_callbacks(nodes: Mapping[str, Mapping[str, Any]], run: RunContext) -> list[Any]:
@@ -49,14 +54,25 @@ def _accepts(target: Any, name: str) -> bool:
         return False
 
 
-def model_checkpoint(run: RunContext, every_n_steps: int | None = None) -> ModelCheckpoint:
-    """``checkpoints/last.pt`` every epoch (and every ``every_n_steps`` optimizer steps),
-    ``best.pt`` on a new best; each holds the resolved config and the run's ``meta``."""
+def model_checkpoint(
+    run: RunContext,
+    every_n_steps: int | None = None,
+    save_top_k: int = 1,
+    every_n_epochs: int | None = None,
+    keep_step_checkpoints: int = 0,
+) -> ModelCheckpoint:
+    """``checkpoints/last.pt`` every epoch (and every ``every_n_steps`` optimizer steps), the
+    ``save_top_k`` best epochs with ``best.pt`` the top one, snapshots every ``every_n_epochs``
+    epochs, the newest ``keep_step_checkpoints`` step files (see :class:`ModelCheckpoint`);
+    each holds the resolved config and the run's ``meta``."""
     return ModelCheckpoint(
         run.directory.checkpoints,
         extra={"config": run.settings.config, "meta": run.meta},
         save=run.is_main,  # under DDP every rank takes part, rank 0 writes
         every_n_steps=every_n_steps,
+        save_top_k=save_top_k,
+        every_n_epochs=every_n_epochs,
+        keep_step_checkpoints=keep_step_checkpoints,
     )
 
 
@@ -78,6 +94,43 @@ def tensorboard(run: RunContext, confusion_matrix: bool = True) -> TensorBoardLo
         image_dir=run.directory.path,
         confusion_matrix=confusion_matrix,
     )
+
+
+def metrics_csv(run: RunContext) -> CSVLogger | None:
+    """``metrics.csv`` in the run directory, one row per epoch; rank 0 only."""
+    return CSVLogger(run.directory.path / "metrics.csv") if run.is_main else None
+
+
+def plots(run: RunContext, budget: float = 0.02) -> RunPlots | None:
+    """``curves.png`` and (classifiers) ``confusion_matrix.png``; rank 0 only."""
+    if not run.is_main:
+        return None
+    return RunPlots(
+        run.directory.path,
+        monitor=run.settings.trainer["monitor"],
+        monitor_mode=run.settings.trainer["monitor_mode"],
+        class_names=getattr(run.splits["train"], "classes", None),
+        budget=budget,
+    )
+
+
+def early_stopping(
+    monitor: str | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    mode: str = "min",
+) -> EarlyStopping | None:
+    """Lightning's EarlyStopping; None (off) without a ``patience``. Every rank runs it, so
+    every rank stops at the same epoch."""
+    if patience is None:
+        return None
+    if monitor is None:  # trainer.monitor=null (dcgan's default), which it defaults to
+        raise UserError(
+            f"callbacks.early_stopping.patience={patience} needs a metric to watch, and "
+            "callbacks.early_stopping.monitor is null: set it, e.g. "
+            "callbacks.early_stopping.monitor=val/loss"
+        )
+    return EarlyStopping(monitor, patience=patience, min_delta=min_delta, mode=mode)
 
 
 def model_views(
@@ -164,3 +217,20 @@ def flatten(resolved: Mapping[str, Any]) -> dict[str, Any]:
 
     visit(resolved, "")
     return flat
+
+
+def profiler(
+    run: RunContext, wait: int = 1, warmup: int = 2, active: int = 3, row_limit: int = 15
+) -> Profiler | None:
+    """``torch.profiler`` over optimizer steps ``wait + warmup + 1`` to ``wait + warmup +
+    active``: ``profile/trace.json`` (Perfetto, chrome://tracing) and the top operators in the
+    log; rank 0 only."""
+    if not run.is_main:
+        return None
+    return Profiler(
+        run.directory.path / "profile",
+        wait=wait,
+        warmup=warmup,
+        active=active,
+        row_limit=row_limit,
+    )

@@ -163,21 +163,25 @@ def build_loaders(
     }
     # DistributedSampler (one replica without DDP) shuffles by (seed, epoch), and under DDP
     # gives every rank as many batches (it pads with repeats).
-    if data.balance == "sampler":  # classes drawn equally often, fixed by (seed, epoch)
+    overfit = bool(settings.overfit_batches)  # the same first batches every epoch
+    if data.balance == "sampler" and not overfit:  # classes equally often, fixed by (seed, epoch)
         sampler = balanced_sampler(splits["train"], seed, num_replicas=world, rank=rank)
     else:
         sampler = DistributedSampler(
-            splits["train"], num_replicas=world, rank=rank, shuffle=True, seed=seed
+            splits["train"], num_replicas=world, rank=rank, shuffle=not overfit, seed=seed
         )
     loaders = {
         "train": DataLoader(
             SeededSamples(splits["train"]), sampler=ResumableSampler(sampler, seed), **common
         )
     }
+    # trainer.overfit_batches validates on the very batches it trains on: their loss must
+    # fall to ~0 in eval mode too.
+    evaluated = {"val": splits["train"]} if overfit else {}
     for split in ("val", "test"):
         if split in splits:
             # Evaluation shards are not padded: every sample counts once in the reduced metrics.
-            dataset = splits[split]
+            dataset = evaluated.get(split, splits[split])
             shard = dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))
             loaders[split] = DataLoader(shard, shuffle=False, **common)
     return loaders

@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -77,13 +78,26 @@ class RunDirectory:
         return cls(run) if is_run else None
 
     def finished_metrics(self, epoch: int, max_epochs: int) -> dict[str, Any] | None:
-        """The final metrics, if this run finished with all ``max_epochs`` trained (its
-        checkpoint is at ``epoch``)."""
+        """The final metrics, if this run finished: all ``max_epochs`` trained (its checkpoint
+        is at ``epoch``), or stopped early by its early-stopping callback."""
         try:
             metrics = json.loads(self.metrics_file.read_text())
         except (OSError, ValueError):
             return None
-        return metrics if metrics.get("status") in FINISHED and epoch >= max_epochs else None
+        status = metrics.get("status")
+        finished = status == "early_stopped" or (status in FINISHED and epoch >= max_epochs)
+        return metrics if finished else None
+
+    def remove_outputs(self, keep: Sequence[str]) -> None:
+        """Remove every file and folder of the run but those named in ``keep``."""
+        for path in self.path.iterdir():
+            if path.name in keep:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        log.info("fast_dev_run: removed the run's files; kept %s", ", ".join(keep))
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -181,5 +195,12 @@ def find_resume_checkpoint(
     return found[0] if found else None
 
 
+# Keys that do not make another experiment: the run to continue, and the training-time budget
+# (a run stopped by its time limit continues with a larger one).
+NOT_THE_EXPERIMENT = ("resume", "trainer.max_time")
+
+
 def _comparable(overrides: Sequence[str]) -> frozenset[str]:
-    return frozenset(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume")
+    return frozenset(
+        o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in NOT_THE_EXPERIMENT
+    )

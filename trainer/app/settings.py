@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from torchcamp.trainer.app.validation import validate
+from torchcamp.trainer.app.validation import parse_duration, validate
 from torchcamp.trainer.errors import UserError
 
 
@@ -92,6 +92,8 @@ class Settings:
     overrides: list[str] = field(default_factory=list)
     choices: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    fast_dev_run: bool = False  # keep only train.log and metrics.json at the end
+    overfit_batches: int | float = 0  # > 0: train and validate on the first train batches
 
 
 def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Settings:
@@ -117,8 +119,7 @@ def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Setting
         ),
         data=_data_settings(config["data"]),
         device=_settings(DeviceSettings, config["device"], "device"),
-        # `trainer.precision=32` arrives as a number; the Trainer takes the name "32".
-        trainer=config["trainer"] | {"precision": str(config["trainer"]["precision"])},
+        trainer=_trainer_arguments(config["trainer"]),
         **nodes,
         callbacks=callbacks,
         seed=config["seed"],
@@ -128,7 +129,27 @@ def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Setting
         overrides=hydra.get("overrides", []),
         choices=hydra.get("choices", {}),
         config=config,
+        fast_dev_run=config["trainer"].get("fast_dev_run", False),
+        overfit_batches=config["trainer"].get("overfit_batches", 0),
     )
+
+
+def _trainer_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    """``trainer.*`` as the Trainer's keyword arguments: ``max_time`` in seconds, and the debug
+    modes (``fast_dev_run``, ``overfit_batches``) turned into the limits they mean."""
+    arguments = dict(values)
+    fast_dev_run = arguments.pop("fast_dev_run", False)
+    overfit_batches = arguments.pop("overfit_batches", 0)
+    # `trainer.precision=32` arrives as a number; the Trainer takes the name "32".
+    arguments["precision"] = str(arguments["precision"])
+    if arguments.get("max_time") is not None:
+        arguments["max_time"] = parse_duration(arguments["max_time"])
+    limits = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
+    if overfit_batches:
+        arguments |= dict.fromkeys(limits, overfit_batches)
+    if fast_dev_run:
+        arguments |= dict.fromkeys(limits, 1) | {"max_epochs": 1}
+    return arguments
 
 
 # The groups whose nodes go to builders as plain dicts.

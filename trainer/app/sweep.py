@@ -1,4 +1,5 @@
-"""Hydra callback that writes ``summary.csv`` in a multirun's sweep directory."""
+"""Hydra callback that writes ``summary.csv`` and ``comparison.png`` in a multirun's sweep
+directory."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from torchcamp.trainer.callbacks.csv_logger import read_metrics_csv
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,13 @@ class SweepSummary(Callback):
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
-    """(Re)write ``sweep_dir/summary.csv`` from the job directories; returns its rows."""
-    rows = [_job_row(job_dir) for job_dir in _job_dirs(sweep_dir)]
+    """(Re)write ``sweep_dir/summary.csv`` and ``comparison.png`` from the job directories;
+    returns the summary's rows."""
+    job_dirs = _job_dirs(sweep_dir)
+    rows = [_job_row(job_dir) for job_dir in job_dirs]
     if not rows:
         return rows
+    draw_comparison(sweep_dir, job_dirs, [row["overrides"] or row["job"] for row in rows])
     first = ["job", "overrides", "status"]
     metric_names = sorted({key for row in rows for key in row} - set(first))
     with open(sweep_dir / "summary.csv", "w", newline="") as file:
@@ -55,6 +61,23 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def draw_comparison(sweep_dir: Path, job_dirs: list[Path], labels: list[str]) -> None:
+    """``comparison.png``: each job's val curve of the monitored metric (the first job's
+    ``trainer.monitor``), labelled by its overrides; nothing while no job has such a curve."""
+    config = yaml.safe_load((job_dirs[0] / ".hydra" / "config.yaml").read_text()) or {}
+    trainer = config.get("trainer") or {}
+    monitor, mode = trainer.get("monitor"), trainer.get("monitor_mode", "min")
+    jobs = [
+        (label, read_metrics_csv(job / "metrics.csv"))
+        for label, job in zip(labels, job_dirs, strict=True)
+    ]
+    if not monitor or not any(rows for _, rows in jobs):
+        return
+    from torchcamp.trainer.plots import draw_sweep_comparison  # matplotlib: only when drawing
+
+    draw_sweep_comparison(jobs, monitor, sweep_dir / "comparison.png", mode)
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:

@@ -63,6 +63,11 @@ def run_training(settings: Settings) -> dict[str, Any]:
         "choices": settings.choices,
         "overrides": settings.overrides,
     }
+    if settings.fast_dev_run and settings.resume is not None:
+        raise UserError(
+            "debug=fast_dev_run (trainer.fast_dev_run=true) runs one batch in a fresh run and "
+            f"removes its files: drop resume={settings.resume}"
+        )
     resume = resume_checkpoint(settings, meta)  # a wrong or foreign checkpoint fails at once
     own = RunDirectory(settings.run_dir)
     continued = RunDirectory.continued_by(resume[0] if resume else None)
@@ -87,7 +92,11 @@ def run_training(settings: Settings) -> dict[str, Any]:
                 "continuing the run in %s (its checkpoints, TensorBoard files, log)", directory.path
             )
         with also_logging_to(directory.log_file if continued and is_main else None):
-            return _fit(settings, directory, own, resume, meta, device, gpus)
+            try:
+                return _fit(settings, directory, own, resume, meta, device, gpus)
+            finally:
+                if settings.fast_dev_run and is_main:
+                    directory.remove_outputs(keep=("train.log", "metrics.json", ".hydra"))
 
 
 def _fit(
@@ -133,7 +142,8 @@ def _fit(
         "data_report": run.data_report,
         "world_size": distributed.world_size(),
         **summary,
-        "status": "resumed" if resume else "completed",
+        # early_stopped | time_limit (resumable with a larger trainer.max_time) | completed
+        "status": trainer.stop_reason or ("resumed" if resume else "completed"),
     }
     write_metrics(metrics, written)
     return metrics

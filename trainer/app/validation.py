@@ -37,6 +37,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_limit(value: Any) -> bool:
+    """Lightning's ``limit_*_batches``: a count of batches or a share of them."""
+    return (_is_int(value) and value >= 1) or (isinstance(value, float) and 0 < value <= 1)
+
+
+def parse_duration(value: Any) -> float | None:
+    """``trainer.max_time`` in seconds: a number of seconds, ``HH:MM:SS`` or ``DD:HH:MM:SS``
+    (Lightning's format); None for anything else."""
+    if _is_number(value):
+        return float(value) if 0 < value < math.inf else None
+    parts = value.split(":") if isinstance(value, str) else []
+    if len(parts) not in (3, 4) or not all(part.strip().isdigit() for part in parts):
+        return None
+    seconds = 0.0
+    for part, unit in zip(reversed(parts), (1, 60, 3600, 86400), strict=False):
+        seconds += int(part) * unit
+    return seconds or None
+
+
 def _is_list(value: Any) -> bool:
     return isinstance(value, (list, ListConfig))
 
@@ -130,6 +149,31 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, (bool, dict, DictConfig)),
         "true, false, or torch.compile's keyword arguments such as {mode:max-autotune}",
     ),
+    "trainer.max_time": (
+        lambda v: v is None or parse_duration(v) is not None,
+        "null, seconds (2700) or a duration HH:MM:SS or DD:HH:MM:SS (00:45:00)",
+    ),
+    **{
+        f"trainer.limit_{split}_batches": (
+            lambda v: v is None or _is_limit(v),
+            "null (all), a count of batches (an integer >= 1) or a share such as 0.25",
+        )
+        for split in ("train", "val", "test")
+    },
+    "trainer.overfit_batches": (
+        lambda v: v == 0 or _is_limit(v),
+        "0 (off), a count of batches (an integer >= 1) or a share such as 0.1",
+    ),
+    "trainer.fast_dev_run": (lambda v: isinstance(v, bool), "true or false"),
+    "callbacks.early_stopping.patience": (
+        lambda v: v is None or (_is_int(v) and v >= 1),
+        "null (off) or an integer >= 1: epochs without improvement before stopping",
+    ),
+    "callbacks.early_stopping.min_delta": (
+        lambda v: _is_number(v) and 0 <= v < math.inf,
+        "a number >= 0: the least change that counts as an improvement",
+    ),
+    "callbacks.early_stopping.mode": _one_of("min", "max"),
     "callbacks": (
         lambda v: (
             v is None
