@@ -12,7 +12,7 @@ ModelViewsLogger with its defaults (input batch and graph at the start; kernels,
 maps and Grad-CAM on 4 validation images every epoch), the progress bar when
 stdout is a terminal (checkpoints are written on a thread while the next epoch trains, so
 an epoch's time includes writing the previous epoch's files only where the write is slower
-than the epoch), and the run's metrics.csv and pictures (curves.png within its 2% time
+than the epoch), and the run's metrics.csv and pictures (curves.png within its 0.5% time
 budget, confusion_matrix.png at the end). The Trainer also runs without those two
 (``before #18``: what ``train`` ran by default before them), to show what they cost side by
 side, and with every model view off (confusion matrices included), to show what the views

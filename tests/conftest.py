@@ -137,12 +137,15 @@ def train_in_process(
 ) -> tuple[int, Path]:
     """``train ARGS`` in this process (the ``main`` the console script runs), fast for many runs.
 
-    Returns (exit code, run directory); the run directory is ``tmp_path/<run_name>``.
+    Returns (exit code, run directory); the run directory is ``tmp_path/<run_name>`` unless
+    ``args`` name one (``hydra.run.dir=...``).
     """
     from torchcamp.trainer.app.cli import main
 
-    run_dir = tmp_path / run_name
-    argv = ["train", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
+    given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
+    run_dir = tmp_path / (given[-1] if given else run_name)  # an absolute one stays as it is
+    own_dir = [] if given else [f"hydra.run.dir={run_dir}"]
+    argv = ["train", *args, *own_dir, "trainer.progress=false"]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts the cwd first, for good
     monkeypatch.chdir(tmp_path)

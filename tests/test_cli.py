@@ -107,8 +107,8 @@ def test_tensorboard_event_file_holds_the_logged_scalars(run_in_process):
     assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(plugin_tags)
 
 
-def test_multirun_writes_one_job_per_combination_and_a_summary(tmp_path, run_cli):
-    run_cli(
+def test_multirun_writes_one_job_per_combination_and_a_summary(tmp_path, run_in_process):
+    run_in_process(
         "-m",
         "optimizer=sgd,adam",
         "trainer.max_epochs=1",
@@ -124,13 +124,13 @@ def test_multirun_writes_one_job_per_combination_and_a_summary(tmp_path, run_cli
     assert all(float(row["val/acc"]) >= 0 for row in rows)
 
 
-def test_two_epochs_equal_one_epoch_plus_resume(run_cli):
+def test_two_epochs_equal_one_epoch_plus_resume(run_in_process):
     # On the CPU: CUDA's convolution kernels are not bit-reproducible run to run (unless
     # trainer.deterministic). Resuming mid-epoch, with workers: tests/test_resume_exact.py.
     args = (*FAST, "device=cpu")
-    straight = run_cli(*args)
-    first = run_cli(*args, "trainer.max_epochs=1")
-    resumed = run_cli(*args, f"resume={first.run_dir}/checkpoints/last.pt")
+    straight = run_in_process(*args)
+    first = run_in_process(*args, "trainer.max_epochs=1")
+    resumed = run_in_process(*args, f"resume={first.run_dir}/checkpoints/last.pt")
     assert "resumed from" in (resumed.run_dir / "train.log").read_text()
     assert resumed.metrics["epoch"] == 2 and resumed.metrics["global_step"] == 8
     # A run's own last.pt continues that run, in its directory.
@@ -143,13 +143,13 @@ def test_two_epochs_equal_one_epoch_plus_resume(run_cli):
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def test_resume_auto_picks_the_newest_matching_run(tmp_path, run_cli):
+def test_resume_auto_picks_the_newest_matching_run(tmp_path, run_in_process):
     runs = tmp_path / "outputs"
     common = ("data.synthetic=true", "trainer.max_epochs=1", "resume=auto")
-    run_cli(*common, f"hydra.run.dir={runs}/a")
+    run_in_process(*common, f"hydra.run.dir={runs}/a")
     assert "starting fresh" in (runs / "a" / "train.log").read_text()
-    run_cli(*common, "seed=7", f"hydra.run.dir={runs}/b")
-    run_cli(*common, f"hydra.run.dir={runs}/c")
+    run_in_process(*common, "seed=7", f"hydra.run.dir={runs}/b")
+    run_in_process(*common, f"hydra.run.dir={runs}/c")
     # Run b differs in seed, so the match is run a, which had finished its epoch: nothing is
     # trained again.
     metrics = json.loads((runs / "c" / "metrics.json").read_text())

@@ -180,20 +180,20 @@ def test_under_torchrun_each_process_joins_instead_of_spawning(tmp_path):
     assert metrics["world_size"] == 2 and metrics["epoch"] == 2
 
 
-def test_data_parallel_runs_without_gpus(run_cli):
-    result = run_cli(*PLAIN, "device=dp", "trainer.max_epochs=1")
+def test_data_parallel_runs_without_gpus(run_in_process):
+    result = run_in_process(*PLAIN, "device=dp", "trainer.max_epochs=1")
     state = weights(result.run_dir)
     assert not any(name.startswith("module.") for name in state)  # saved unwrapped
 
 
-def test_a_checkpoint_with_a_module_prefix_loads(run_cli, tmp_path):
-    first = run_cli(*PLAIN, "trainer.max_epochs=1")
+def test_a_checkpoint_with_a_module_prefix_loads(run_in_process, tmp_path):
+    first = run_in_process(*PLAIN, "trainer.max_epochs=1")
     state = torch.load(first.run_dir / "checkpoints" / "last.pt", weights_only=True)
     state["model"] = {f"module.{k}": v for k, v in state["model"].items()}
     del state["checksum"]  # as another tool's file: no checksum, so none is checked
     prefixed = tmp_path / "prefixed.pt"
     torch.save(state, prefixed)
-    resumed = run_cli(*PLAIN, f"resume={prefixed}")
+    resumed = run_in_process(*PLAIN, f"resume={prefixed}")
     assert resumed.metrics["epoch"] == 2
 
 

@@ -260,10 +260,10 @@ def test_balance_weights_refuses_a_loss_without_class_weights(monkeypatch, tmp_p
 
 
 @pytest.mark.realdata
-def test_names_gru_beats_the_course_on_real_data(run_cli):
+def test_names_gru_beats_the_course_on_real_data(run_in_process):
     if not (NAMES_DATA / "names").is_dir():
         pytest.skip(f"real data not found at {NAMES_DATA / 'names'}")
-    metrics = run_cli("task=names", f"data.root={NAMES_DATA}", timeout=600).metrics
+    metrics = run_in_process("task=names", f"data.root={NAMES_DATA}").metrics
     assert metrics["synthetic"] is False
     assert metrics["best/val/acc"] >= 0.70, metrics
     assert metrics["test/macro_acc"] >= 0.43, metrics  # the course's loop: about 0.43

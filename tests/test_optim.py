@@ -250,11 +250,11 @@ def test_max_norm_holds_after_every_step():
     assert len(violations) == 2 * 6 * 2 and not any(violations)
 
 
-def test_scheduler_state_survives_resume(run_cli):
+def test_scheduler_state_survives_resume(run_in_process):
     common = ("data.synthetic=true", "device=cpu", "scheduler=onecycle", "optimizer=adam")
-    straight = run_cli(*common, "trainer.max_epochs=2")
-    first = run_cli(*common, "trainer.max_epochs=1", "scheduler.total_steps=8")
-    resumed = run_cli(
+    straight = run_in_process(*common, "trainer.max_epochs=2")
+    first = run_in_process(*common, "trainer.max_epochs=1", "scheduler.total_steps=8")
+    resumed = run_in_process(
         *common, "trainer.max_epochs=2", f"resume={first.run_dir}/checkpoints/last.pt"
     )
     a = torch.load(straight.run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -267,10 +267,10 @@ def test_scheduler_state_survives_resume(run_cli):
     assert json.loads((resumed.run_dir / "metrics.json").read_text())["global_step"] == 8
 
 
-def test_resume_with_a_different_onecycle_length_is_refused(run_cli):
+def test_resume_with_a_different_onecycle_length_is_refused(run_in_process):
     common = ("data.synthetic=true", "scheduler=onecycle")
-    first = run_cli(*common, "trainer.max_epochs=1")
-    result = run_cli(
+    first = run_in_process(*common, "trainer.max_epochs=1")
+    result = run_in_process(
         *common, "trainer.max_epochs=2", f"resume={first.run_dir}/checkpoints/last.pt", check=False
     )
     assert result.returncode == 2

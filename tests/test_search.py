@@ -10,8 +10,8 @@ import yaml
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the search extra")
 
 
-def test_optuna_search_finds_a_best_trial(tmp_path, run_cli):
-    run_cli(
+def test_optuna_search_finds_a_best_trial(tmp_path, run_in_process):
+    run_in_process(
         "-m",
         "hparams_search=rmb_optuna",
         "hydra.sweeper.n_trials=3",

@@ -105,8 +105,8 @@ def test_bad_files_give_one_line_and_exit_2(tmp_path, run_in_process, make, args
     assert_nothing_written_outside(tmp_path, result.run_dir, tmp_path / "data")
 
 
-def test_skip_corrupt_leaves_the_image_out_and_counts_it(tmp_path, run_cli):
+def test_skip_corrupt_leaves_the_image_out_and_counts_it(tmp_path, run_in_process):
     args = corrupt_one_image(tmp_path / "data")
-    result = run_cli(*args, "data.skip_corrupt=true", "trainer.max_epochs=1")
+    result = run_in_process(*args, "data.skip_corrupt=true", "trainer.max_epochs=1")
     assert re.search(r"skipped 1 corrupt image\(s\) in train .*bees_001\.jpg", result.stdout)
     assert result.metrics["data/skipped_corrupt"] == 1

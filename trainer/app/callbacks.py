@@ -101,7 +101,7 @@ def metrics_csv(run: RunContext) -> CSVLogger | None:
     return CSVLogger(run.directory.path / "metrics.csv") if run.is_main else None
 
 
-def plots(run: RunContext, budget: float = 0.02) -> RunPlots | None:
+def plots(run: RunContext, budget: float = 0.005) -> RunPlots | None:
     """``curves.png`` and (classifiers) ``confusion_matrix.png``; rank 0 only."""
     if not run.is_main:
         return None

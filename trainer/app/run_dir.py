@@ -5,9 +5,13 @@ Layout of a run directory (Hydra's ``hydra.run.dir``, by default ``outputs/DATE/
 
     .hydra/            the composed config and the command line's overrides (Hydra's)
     train.log          the log
-    checkpoints/       last.pt, best.pt (a hard link to the best epoch's), last_good.pt
+    checkpoints/       last.pt, best.pt (a hard link to the best epoch's), last_good.pt, the
+                       kept epochs and steps (see callbacks/checkpointing.py)
     tb/                TensorBoard event files
     metrics.json       the final metrics and the run's status
+    metrics.csv        one row per epoch; curves.png, confusion_matrix.png: their pictures
+    split.csv          an image folder's split, file by file
+    profile/           debug=profile's trace.json
     synthetic_data/    the rendered stand-in data of data.synthetic=true
     <tag>/epoch_NNN.png  a task's images (dcgan's samples, pennfudan's detections)
     .lock              who trains the run now (pid, host); see :meth:`RunDirectory.lock`
@@ -90,6 +94,8 @@ class RunDirectory:
 
     def remove_outputs(self, keep: Sequence[str]) -> None:
         """Remove every file and folder of the run but those named in ``keep``."""
+        if not self.path.is_dir():  # the run failed before it wrote anything
+            return
         for path in self.path.iterdir():
             if path.name in keep:
                 continue
