@@ -173,10 +173,13 @@ def main() -> None:
         make_model, size, train_n, val_n = CASES[name]
         loaders = make_loaders(size, train_n, val_n)
         seconds = {"raw": [], "no views": [], "before #18": [], "default": []}
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             raw_losses, raw_seconds = raw_loop(make_model, loaders, args.epochs)
             seconds["raw"] += raw_seconds[1:]
-            for variant in ("no views", "before #18", "default"):
+            # Every other repeat in reverse order: a variant that always ran last would pay
+            # for whatever the process accumulates (allocator, caches) on its own.
+            variants = ("no views", "before #18", "default")
+            for variant in variants if repeat % 2 == 0 else variants[::-1]:
                 with tempfile.TemporaryDirectory() as tmp:
                     views, history = variant != "no views", variant != "before #18"
                     losses, ours = trainer_loop(
@@ -186,6 +189,11 @@ def main() -> None:
                 for epoch, (a, b) in enumerate(zip(raw_losses, losses, strict=True), start=1):
                     assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
             print(f"{name}: {seconds}", flush=True)
+            last = -(args.epochs - 1)
+            ratio = statistics.median(seconds["default"][last:]) / statistics.median(
+                seconds["before #18"][last:]
+            )
+            print(f"{name} repeat {repeat + 1}: default / before #18 = {ratio:.3f}", flush=True)
         medians = {variant: statistics.median(times) for variant, times in seconds.items()}
         rows.append((name, size, -(-train_n // BATCH), medians))
     timed = args.repeats * (args.epochs - 1)
