@@ -1,5 +1,6 @@
-"""The console scripts ``train``, ``evaluate`` and ``predict``: parse the command line, call the
-public functions that do the work, and map errors to exit codes, here and only here.
+"""The console scripts ``train``, ``evaluate``, ``predict`` and ``export-model``: parse the command
+line, call the public functions that do the work, and map errors to exit codes, here and only
+here.
 
 Exit codes: 0 done; 1 a bug (its traceback); 2 a mistake in the config, data or files (one
 line says which); 3 stopped by a signal, resumable; 4 a sweep finished and some of its jobs
@@ -9,6 +10,7 @@ and ``train --cfg job`` answer at once.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -78,6 +80,12 @@ def predict_main() -> None:
     _inference_command(help_text.PREDICT, ("ckpt", "inputs", "predict"), "predict")
 
 
+def export_main() -> None:
+    """Console entry point for ``export-model`` (not ``export``: the shell's builtin of that
+    name would run instead)."""
+    _inference_command(help_text.EXPORT, help_text.EXPORT_OPTIONS, "export", module="export")
+
+
 @hydra.main(version_base="1.3", config_path="pkg://torchcamp.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """One job: train, and return what a sweeper (Optuna) optimises. Errors are mapped here,
@@ -108,9 +116,12 @@ def _sweep_job(train: Callable[[DictConfig], dict], cfg: DictConfig) -> dict[str
         return None
 
 
-def _inference_command(help_: str, own_keys: tuple[str, ...], name: str) -> None:
-    """``evaluate`` or ``predict``: ``--help``, or split the ``key=value`` arguments into the
-    command's own options (``own_keys``, as written) and changes to the checkpoint's config."""
+def _inference_command(
+    help_: str, own_keys: tuple[str, ...], name: str, module: str = "inference"
+) -> None:
+    """``evaluate``, ``predict`` or ``export-model``: ``--help``, or split the ``key=value``
+    arguments into the command's own options (``own_keys``, as written) and changes to the
+    checkpoint's config, for ``<name>_command`` of ``torchcamp.trainer.app.<module>``."""
     _import_from_working_directory()
     args = sys.argv[1:]
     if any(arg in ("--help", "-h") for arg in args):
@@ -119,7 +130,8 @@ def _inference_command(help_: str, own_keys: tuple[str, ...], name: str) -> None
     configure_logging(logging.INFO, sys.stderr)  # stdout is for the records and metrics
 
     def command() -> None:
-        from torchcamp.trainer.app import inference  # torch: only once there is work to do
+        # torch: only once there is work to do
+        commands = importlib.import_module(f"torchcamp.trainer.app.{module}")
 
         own, overrides = {}, []
         for arg in args:
@@ -130,7 +142,7 @@ def _inference_command(help_: str, own_keys: tuple[str, ...], name: str) -> None
                 own[key] = value
             else:
                 overrides.append(arg)
-        getattr(inference, f"{name}_command")(own, overrides)
+        getattr(commands, f"{name}_command")(own, overrides)
 
     exit_on_errors(command)
 

@@ -45,6 +45,31 @@ Prints one JSON line per record: imagefolder, rmb, hymenoptera {"file", "label",
 names {"name", "top": [{"label", "prob"}, ...]}; pennfudan {"file", "drawn", "boxes", "labels",
 "scores"} (also in predictions.json); dcgan {"file"} per image written."""
 
+# export-model's own options (EXPORT describes them); any other key=value changes the config.
+EXPORT_OPTIONS = ("ckpt", "format", "output", "atol", "num_samples", "opset")
+
+EXPORT = """export-model: write a checkpoint's model as ONNX, TorchScript or an ExportedProgram,
+and check the file against the checkpoint (torchcamp).
+
+  export-model ckpt=PATH [format=onnx] [output=FILE] [atol=1e-4] [num_samples=32] [key=value ...]
+
+  ckpt=PATH         a run's checkpoints/best.pt or last.pt: the model is rebuilt from the
+                    config and class names inside it
+  format=onnx       onnx (run with ONNX Runtime; pip install 'torchcamp[export]'),
+                    torchscript (torch.jit.load) or exported_program (torch.export.load)
+  output=FILE       the file to write (default: beside the checkpoint, best.onnx,
+                    best.torchscript.pt or best.pt2); its description goes to FILE.json
+  atol=1e-4         the largest difference of any output from the checkpoint's model allowed
+  num_samples=32    how many inputs to check on: the run's data (val first) when it is at
+                    data.root, else random inputs of the right shape
+  opset=N           format=onnx: the ONNX opset (default: the exporter's)
+  key=value         changes to the checkpoint's config, e.g. data.root=/path/to/data
+
+Supported: image classifiers (task=imagefolder, rmb, hymenoptera; any model=) in every format;
+task=names in format=torchscript. Every input's batch size is free. The file is run by its own
+runtime on the CPU and compared with the model in PyTorch; max_abs_diff and top1_agreement are
+printed and written to the JSON. Beyond atol: exit 2, and the JSON says "verified": false."""
+
 TRAIN = """train: compose a training run from config groups and run it (torchcamp).
 
   train [group=option ...] [key=value ...]     e.g. train task=rmb optimizer=adam optimizer.lr=3e-4

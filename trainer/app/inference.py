@@ -4,14 +4,15 @@ inside it.
 Like ``train`` they take ``key=value`` arguments; the command's own (``ckpt``, ``inputs``,
 ``predict.*``, ``output_dir``) are read here, every other one changes the checkpoint's config.
 The model, data and loss are built by the same functions ``train`` uses (assembly.py); the
-plain-object work is in trainer/inference.py and in each task's ``predict``.
+plain-object work is in trainer/inference.py and in each task's ``predict``. ``export-model``
+(app/export.py) reads its checkpoint and rebuilds its model through the same functions.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -35,14 +36,20 @@ from torchcamp.trainer.app.validation import ACCELERATORS, validate
 from torchcamp.trainer.checkpoint import load_checkpoint, load_weights
 from torchcamp.trainer.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from torchcamp.tasks.contract import Task
+
 PREDICT_DEFAULTS = {"threshold": 0.5, "num_images": 64, "seed": 0, "top_k": 3, "output_dir": None}
 
 
 def evaluate_command(options: dict[str, str], overrides: list[str]) -> None:
     """``evaluate``: print the metrics of the checkpoint's model on its run's val and test data,
     and write them to ``metrics.json`` in this invocation's own directory."""
-    path, state = _read_checkpoint(options.get("ckpt"))
-    cfg = _checkpoint_config(path, state, overrides)
+    path, state = read_checkpoint(options.get("ckpt"))
+    cfg = checkpoint_config(path, state, overrides)
     output_dir = options.get("output_dir")
     out_dir = Path(output_dir) if output_dir else timestamped_dir(cfg.output_root, "evaluate")
     settings = read_settings(cfg, out_dir)
@@ -99,8 +106,8 @@ def predict_command(options: dict[str, str], overrides: list[str]) -> None:
     """``predict``: the checkpoint's model on ``inputs``, as its task predicts; prints one JSON
     line per record. Computes in float32 whatever precision the run trained in."""
     wanted = _predict_settings({k: v for k, v in options.items() if k.startswith("predict")})
-    path, state = _read_checkpoint(options.get("ckpt"))
-    cfg = _checkpoint_config(path, state, overrides)
+    path, state = read_checkpoint(options.get("ckpt"))
+    cfg = checkpoint_config(path, state, overrides)
     cfg.trainer.precision = "32"
     output_dir = wanted.pop("output_dir") or timestamped_dir(cfg.output_root, "predict")
     settings = read_settings(cfg, output_dir)
@@ -109,10 +116,8 @@ def predict_command(options: dict[str, str], overrides: list[str]) -> None:
     task = load_task(settings)
     if task.predict is None:
         raise UserError(f"task={settings.task.name} has no predict function")
+    model = checkpoint_model(settings, task, path, state, device)
     meta = state.get("meta") or {}
-    model = build_model(settings, task, inference.training_stand_in(path, meta), device)
-    load_weights(model, state["model"], f"checkpoint {path}")
-    model.eval()
     request = inference.PredictOptions(
         device=device,
         output_dir=Path(output_dir),
@@ -127,7 +132,18 @@ def predict_command(options: dict[str, str], overrides: list[str]) -> None:
         print(json.dumps(record))
 
 
-def _read_checkpoint(ckpt: str | None) -> tuple[Path, dict[str, Any]]:
+def checkpoint_model(
+    settings: Settings, task: Task, path: Path, state: dict[str, Any], device: torch.device
+) -> nn.Module:
+    """The checkpoint's model in evaluation mode on ``device``, rebuilt from ``settings`` and
+    the training data's description the checkpoint keeps (no data needed), with its weights."""
+    meta = state.get("meta") or {}
+    model = build_model(settings, task, inference.training_stand_in(path, meta), device)
+    load_weights(model, state["model"], f"checkpoint {path}")
+    return model.eval()
+
+
+def read_checkpoint(ckpt: str | None) -> tuple[Path, dict[str, Any]]:
     """The ``ckpt=`` path and its state, checked to be a checkpoint that ``train`` wrote."""
     if not ckpt:
         raise UserError("no checkpoint: give ckpt=outputs/DATE/TIME/checkpoints/best.pt")
@@ -142,7 +158,7 @@ def _read_checkpoint(ckpt: str | None) -> tuple[Path, dict[str, Any]]:
     return path, state
 
 
-def _checkpoint_config(path: Path, state: dict[str, Any], overrides: list[str]) -> DictConfig:
+def checkpoint_config(path: Path, state: dict[str, Any], overrides: list[str]) -> DictConfig:
     """The run's config from its checkpoint, changed by ``overrides`` (``device=`` picks the
     accelerator), checked. Runs in one process, and builds the model without pretrained
     weights: the checkpoint's replace them, so nothing is downloaded or read besides it."""
