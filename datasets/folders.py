@@ -8,7 +8,8 @@ this order, and a CSV that pins a split down.
 3. class folders: one sub-folder per class, split per class by the seed.
 
 Labels are indices into the sorted class names; every listing is sorted, so the same files and
-seed give the same splits on every machine.
+seed give the same splits on every machine. With ``folds`` (``data.folds``), whatever layout
+was found keeps its test split and cuts train and val into folds (datasets/folds.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchcamp.datasets.errors import DataError
+from torchcamp.datasets.folds import check_folds, describe_fold, split_fold
 from torchcamp.datasets.images import Samples, images_in, is_hidden
 
 log = logging.getLogger(__name__)
@@ -59,17 +61,33 @@ def find_image_folder(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    folds: int | None = None,
+    fold: int = 0,
 ) -> FolderSplits:
     """The splits of the image folder ``root``, from the first of its layouts that is there
     (see the module's docstring). ``seed``, ``val_fraction`` and ``test_fraction`` split the
     classes that no CSV or folder splits already: per class, so every split keeps the class
     proportions, with at least one image of each class in train, and no "test" split when
-    ``test_fraction`` is 0.
+    ``test_fraction`` is 0. With ``folds``, train and val are then pooled and val is fold
+    ``fold`` of them (datasets/folds.py); test stays the split the layout gives.
 
     Raises :class:`DataError` naming the file or folder and the fix for every problem found.
     """
     root = Path(root)
     check_fractions(val_fraction, test_fraction)
+    check_folds(folds, fold)
+    found = read_layout(root, splits_csv, seed, val_fraction, test_fraction)
+    if folds is None:
+        return found
+    splits = split_fold(found.splits, folds, fold, seed)
+    layout = f"{found.layout}; {describe_fold(folds, fold, seed)} (data.val_fraction not used)"
+    return FolderSplits(splits, found.classes, layout)
+
+
+def read_layout(
+    root: Path, splits_csv: str | Path | None, seed: int, val_fraction: float, test_fraction: float
+) -> FolderSplits:
+    """The splits of the first layout of ``root`` that is there."""
     if not root.is_dir():
         raise DataError(f"no image folder {root} (missing, or not a folder): {LAYOUT_HELP}")
     csv_path = locate_csv(root, splits_csv)

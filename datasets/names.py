@@ -12,6 +12,7 @@ unique names in 2,000 lines); each language's unique names are split 80/10/10, f
 
 from __future__ import annotations
 
+import logging
 import random
 import string
 import unicodedata
@@ -23,6 +24,9 @@ from torch.nn.utils.rnn import pad_sequence
 
 from torchcamp.datasets.download import download_archive
 from torchcamp.datasets.errors import DataError
+from torchcamp.datasets.folds import check_folds, describe_fold, split_fold
+
+log = logging.getLogger(__name__)
 
 # The course's alphabet: 52 letters and 5 punctuation marks.
 ALL_LETTERS = string.ascii_letters + " .,;'"
@@ -161,11 +165,19 @@ class NameList:
         return [label for _, label in self.samples]
 
 
-def load_names(root: str | Path, seed: int) -> dict[str, NameList]:
-    """Read, split and encode: ``{"train", "val", "test"}`` sharing the training vocabulary."""
+def load_names(
+    root: str | Path, seed: int, folds: int | None = None, fold: int = 0
+) -> dict[str, NameList]:
+    """Read, split and encode: ``{"train", "val", "test"}`` sharing the training vocabulary.
+    With ``folds``, val is fold ``fold`` of train and val pooled (datasets/folds.py), test
+    the split it is without folds."""
+    check_folds(folds, fold)
     languages = read_names(root)
     classes = tuple(sorted(languages))
     splits = split_names(languages, seed)
+    if folds is not None:
+        splits = split_fold(splits, folds, fold, seed)
+        log.info("names: %s", describe_fold(folds, fold, seed))
     vocab = Vocab([name for name, _ in splits["train"]])
     return {split: NameList(samples, classes, vocab) for split, samples in splits.items()}
 

@@ -52,15 +52,18 @@ def build_datasets(
     test_fraction: float = 0.1,
     image_size: int = 224,
     source: str | None = None,
+    folds: int | None = None,
+    fold: int = 0,
 ) -> dict[str, ImageList]:
     """The image folder's splits as datasets, through ``transforms["train"]`` (training, when
     ``augment``) and ``transforms["eval"]``.
 
     ``folder``: where in ``root`` the images are (a list: the first that exists; None: ``root``
     itself). ``splits``: a CSV of ``file,label[,split]``. ``val_fraction``/``test_fraction``:
-    the per-class split of plain class folders. ``image_size`` is read by the transform presets
-    (``${data.image_size}``); ``source`` says where the data set comes from, for the message
-    when it is missing.
+    the per-class split of plain class folders. ``folds``/``fold``: K-fold cross-validation,
+    val being fold ``fold`` of train and val pooled (test kept). ``image_size`` is read by the
+    transform presets (``${data.image_size}``); ``source`` says where the data set comes from,
+    for the message when it is missing.
     """
     if transforms is None:
         raise DataError("task=imagefolder needs transforms: pick one, e.g. transforms=imagenet")
@@ -71,6 +74,8 @@ def build_datasets(
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        folds=folds,
+        fold=fold,
     )
     log.info("image folder %s: %s; %d classes", image_root, found.layout, len(found.classes))
     train_transform = transforms["train"] if augment else transforms["eval"]

@@ -63,16 +63,22 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs [B, T], length
 
 
 def build_datasets(
-    root: str | Path, seed: int, augment: bool = True, skip_corrupt: bool = False
+    root: str | Path,
+    seed: int,
+    augment: bool = True,
+    skip_corrupt: bool = False,
+    folds: int | None = None,
+    fold: int = 0,
 ) -> dict[str, NameList]:
     """Train/val/test from ``root/names/<Language>.txt`` (80/10/10 of each language's unique
-    names, fixed by ``seed``), encoded with the training names' vocabulary.
+    names, fixed by ``seed``), encoded with the training names' vocabulary. ``folds``/``fold``:
+    K-fold cross-validation, val being fold ``fold`` of train and val pooled (test kept).
 
     ``augment`` and ``skip_corrupt`` are accepted for the CLI's sake: names have no
     augmentation, and ``skip_corrupt`` applies to image files (a bad text file still stops
     the run).
     """
-    return load_names(root, seed)
+    return load_names(root, seed, folds, fold)
 
 
 def build_model(model_factory: Callable[..., nn.Module], train_set: NameList) -> nn.Module:
