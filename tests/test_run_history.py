@@ -4,7 +4,6 @@ after kills: test_resume_exact.py; the drawing itself: test_plots.py.)"""
 from __future__ import annotations
 
 import csv
-import sys
 from types import SimpleNamespace
 
 from PIL import Image
@@ -67,27 +66,16 @@ def test_curves_are_redrawn_within_their_time_budget(tmp_path, monkeypatch):
     assert drawn == [3, 3]
 
 
-def test_a_sweep_gets_a_picture_comparing_its_jobs(tmp_path, monkeypatch, capsys):
-    from torchcamp.trainer.app.cli import main
-
+def test_a_sweep_gets_a_picture_comparing_its_jobs(tmp_path, run_in_process):
     sweep_dir = tmp_path / "sweep"
-    argv = [
-        "train",
+    run_in_process(
         "-m",
         "data.synthetic=true",
         "trainer.max_epochs=2",
         "callbacks=[metrics_csv]",
-        "trainer.progress=false",
         "optimizer.lr=0.01,0.05",
         f"hydra.sweep.dir={sweep_dir}",
-    ]
-    monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.chdir(tmp_path)
-    try:
-        main()
-    except SystemExit as exit_:
-        assert not exit_.code
+    )
     with open(sweep_dir / "summary.csv", newline="") as file:
         assert [row["status"] for row in csv.DictReader(file)] == ["completed", "completed"]
     with Image.open(sweep_dir / "comparison.png") as image:

@@ -137,3 +137,36 @@ def test_a_bad_max_time_is_one_line(run_in_process):
     result = run_in_process("data.synthetic=true", "trainer.max_time=45min", check=False)
     assert result.returncode == 2
     assert "trainer.max_time=45min is not allowed: use null, seconds" in result.stderr
+
+
+USER_STOPPER = '''
+class StopAfter:
+    """A user's callback, as the README describes: it ends training after `epochs` epochs."""
+
+    def __init__(self, epochs):
+        self.epochs, self.ended = epochs, []
+
+    def on_epoch_end(self, trainer, metrics):
+        if trainer.epoch >= self.epochs:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer):
+        print(f"train ended at epoch {trainer.epoch}")
+'''
+
+
+def test_a_users_callback_outside_the_repository_can_end_training(run_in_process, tmp_path):
+    import sys
+
+    (tmp_path / "mystopper.py").write_text(USER_STOPPER)  # the working directory of the run
+    try:
+        result = run_in_process(
+            "data.synthetic=true",
+            "callbacks=[checkpoint]",
+            "+callbacks.stopper._target_=mystopper.StopAfter",
+            "+callbacks.stopper.epochs=2",
+        )
+    finally:
+        sys.modules.pop("mystopper", None)
+    assert result.metrics["epoch"] == 2 and "test/acc" in result.metrics
+    assert "train ended at epoch 2" in result.stdout

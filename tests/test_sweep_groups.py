@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -103,26 +102,16 @@ def test_a_sweep_without_repeats_still_gets_the_file_but_no_log_block(tmp_path):
     assert grouped_lines(sweep / "summary_grouped.csv", "val/acc") == []
 
 
-def test_a_real_sweep_over_folds(tmp_path, monkeypatch, capsys):
-    from torchcamp.trainer.app.cli import main
-
+def test_a_real_sweep_over_folds(tmp_path, run_in_process):
     sweep = tmp_path / "sweep"
-    argv = [
-        "train", "-m", "data.synthetic=true", "trainer.max_epochs=1", "callbacks=none",
-        "trainer.progress=false", "data.folds=2", "data.fold=range(2)",
-        f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
-    monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.chdir(tmp_path)
-    try:
-        main()
-    except SystemExit as exit_:
-        assert not exit_.code
+    result = run_in_process(
+        "-m", "data.synthetic=true", "trainer.max_epochs=1", "callbacks=none",
+        "data.folds=2", "data.fold=range(2)", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
     (group,) = read_groups(sweep).values()
     assert (group["group"], group["n"], group["n_failed"]) == ("(all)", "2", "0")
     assert group["best_run_dir"].startswith(str(sweep)) and group["test/acc_std"]
-    assert "sweep groups, mean ± std (n) over data.fold and seed" in capsys.readouterr().out
+    assert "sweep groups, mean ± std (n) over data.fold and seed" in result.stdout
     # Each job's split.csv holds its fold: the two folds validate on disjoint halves.
     vals = []
     for job in ("0", "1"):
