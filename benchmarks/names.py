@@ -98,7 +98,9 @@ def run_course_loop(
             hidden = rnn.init_hidden()
             for letter in line_to_tensor(line):
                 output, hidden = rnn(letter, hidden)
-            confusion += confusion_counts(torch.tensor([label]), output.argmax(1), len(classes))
+            confusion += confusion_counts(
+                torch.tensor([label]), output.argmax(1), len(classes)
+            ).tensor()
     return {
         "test/acc": (confusion.trace() / confusion.sum()).item(),
         "test/macro_acc": summarize({"confusion": confusion})["macro_acc"],

@@ -1,25 +1,25 @@
 """The Trainer's cost per step against a hand-written loop doing identical work.
 
-    python benchmarks/overhead.py                 # LeNet at 32 px and ResNet18 at 224 px
-    python benchmarks/overhead.py --only lenet --epochs 5
+    python benchmarks/overhead.py                 # LeNet, ResNet18 and a linear layer
+    python benchmarks/overhead.py --only lenet --epochs 10
 
 For each model: the same initial weights, the same in-memory batches in the same order, SGD,
 cross entropy, a validation pass after every epoch. The raw loop is the course's §2.1 loop
 (forward, zero_grad, loss, backward, step; running loss and accuracy). The Trainer runs as
-``train`` builds it: the task's classification step, ModelCheckpoint (last.pt and best.pt every
-epoch), TensorBoardLogger (per-step scalars, per-epoch histograms and confusion matrices) and
-ModelViewsLogger with its defaults (input batch and graph at the start; kernels, feature
-maps and Grad-CAM on 4 validation images every epoch), the progress bar when
-stdout is a terminal (checkpoints are written on a thread while the next epoch trains, so
-an epoch's time includes writing the previous epoch's files only where the write is slower
-than the epoch), and the run's metrics.csv and pictures (curves.png within its 0.5% time
-budget, confusion_matrix.png at the end). The Trainer also runs without those two
-(``before #18``: what ``train`` ran by default before them), to show what they cost side by
-side, and with every model view off (confusion matrices included), to show what the views
-cost. The first epoch of each run is a warm-up and is not
-timed; each loop runs ``--repeats`` times, alternating with the others, and every run's epoch
-mean losses must agree to 5 decimals. Data loading is left out on purpose (tensors already in
-memory): what is measured is what the Trainer adds around the step.
+``train`` builds it by default: the task's classification step, ModelCheckpoint (last.pt when
+worth writing, best.pt), TensorBoardLogger (per-step scalars, per-epoch scalars; histograms
+and confusion matrices on the extras' time budget), ModelViewsLogger (input batch and graph at
+the start; kernels, feature maps and Grad-CAM on 4 validation images on the time budget),
+metrics.csv and curves.png (on the time budget; confusion_matrix.png at the end), the progress
+bar when stdout is a terminal. It also runs with every view off and TensorBoard without its
+confusion matrices (``views off``), to show what the views cost side by side.
+
+The first epoch of each run is a warm-up and is not timed (it also gets every extra: the first
+and the last epoch always do); each loop runs ``--repeats`` times, alternating with the others,
+and every run's epoch mean losses must agree to 5 decimals. Each epoch is timed from the end of
+the one before (so what the callbacks do after an epoch counts in the next), and the table
+gives the median epoch and the mean of the timed epochs. Data loading is left out on purpose
+(tensors already in memory): what is measured is what the Trainer adds around the step.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ CASES = {  # name -> (model factory, image size, training images, validation ima
     "lenet": (lambda: LeNet(num_classes=2), 32, 1600, 160),
     # hymenoptera's training set: 244 images, 16 steps an epoch
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=2), 224, 240, 48),
+    # A step of next to nothing (a linear layer on 8x8 images): what is left is the Trainer's
+    # own cost per step, in microseconds.
+    "linear": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), 8, 8000, 160),
 }
 BATCH = 16
 
@@ -123,21 +126,17 @@ def default_views(model: nn.Module, tensorboard: TensorBoardLogger, loaders) -> 
     )
 
 
-def trainer_loop(
-    make_model, loaders, epochs: int, run_dir: Path, views: bool = True, history: bool = True
-) -> tuple[list[float], list]:
-    """The Trainer with train's default callbacks (``views``: with the model views, as by
-    default; without: every view switched off; ``history``: with metrics.csv and the
-    pictures, as by default); returns epoch losses and seconds."""
+def trainer_loop(make_model, loaders, epochs: int, run_dir: Path, views: bool = True):
+    """The Trainer with train's default callbacks (``views``: with the model views and
+    TensorBoard's confusion matrices, as by default); returns epoch losses and seconds."""
     torch.manual_seed(0)
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     clock = EpochClock()
     tensorboard = TensorBoardLogger(run_dir / "tb", class_names=["a", "b"])
+    plots = RunPlots(run_dir, "val/loss", "min", class_names=["a", "b"])
     callbacks = [ModelCheckpoint(run_dir / "checkpoints"), tensorboard, clock]
-    if history:
-        plots = RunPlots(run_dir, "val/loss", "min", class_names=["a", "b"])
-        callbacks += [CSVLogger(run_dir / "metrics.csv"), plots]
+    callbacks += [CSVLogger(run_dir / "metrics.csv"), plots]
     if views:
         callbacks.append(default_views(model, tensorboard, loaders))
     else:
@@ -161,7 +160,7 @@ def trainer_loop(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (first: warm-up)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per run (first: warm-up)")
     parser.add_argument("--only", choices=sorted(CASES), help="one model only")
     parser.add_argument(
         "--repeats", type=int, default=3, help="runs of each loop, alternating (machine drift)"
@@ -172,45 +171,59 @@ def main() -> None:
     for name in [args.only] if args.only else list(CASES):
         make_model, size, train_n, val_n = CASES[name]
         loaders = make_loaders(size, train_n, val_n)
-        seconds = {"raw": [], "no views": [], "before #18": [], "default": []}
+        seconds = {"raw": [], "views off": [], "default": []}
+        reference = None  # the raw loop's epoch losses: every run must give the same
+        ratios = {"views off": [], "default": []}  # median epoch / raw's, within each repeat
         for repeat in range(args.repeats):
-            raw_losses, raw_seconds = raw_loop(make_model, loaders, args.epochs)
-            seconds["raw"] += raw_seconds[1:]
-            # Every other repeat in reverse order: a variant that always ran last would pay
-            # for whatever the process accumulates (allocator, caches) on its own.
-            variants = ("no views", "before #18", "default")
-            for variant in variants if repeat % 2 == 0 else variants[::-1]:
-                with tempfile.TemporaryDirectory() as tmp:
-                    views, history = variant != "no views", variant != "before #18"
-                    losses, ours = trainer_loop(
-                        make_model, loaders, args.epochs, Path(tmp), views, history
-                    )
-                seconds[variant] += ours[1:]
-                for epoch, (a, b) in enumerate(zip(raw_losses, losses, strict=True), start=1):
-                    assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
-            print(f"{name}: {seconds}", flush=True)
-            last = -(args.epochs - 1)
-            ratio = statistics.median(seconds["default"][last:]) / statistics.median(
-                seconds["before #18"][last:]
+            this_repeat = {}
+            # Every other repeat in reverse order: a loop that always ran last would pay for
+            # whatever the process accumulates (allocator, caches) on its own.
+            loops = ("raw", "views off", "default")
+            for loop in loops if repeat % 2 == 0 else loops[::-1]:
+                if loop == "raw":
+                    losses, timed = raw_loop(make_model, loaders, args.epochs)
+                else:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        views = loop == "default"
+                        losses, timed = trainer_loop(
+                            make_model, loaders, args.epochs, Path(tmp), views
+                        )
+                reference = reference or losses  # repeat 1 runs the raw loop first
+                check_losses(f"{name} {loop}", reference, losses)
+                seconds[loop] += timed[1:]
+                this_repeat[loop] = statistics.median(timed[1:])
+            for loop in ("views off", "default"):
+                ratios[loop].append(this_repeat[loop] / this_repeat["raw"])
+            print(
+                f"{name} repeat {repeat + 1}: views off / raw {ratios['views off'][-1]:.3f}, "
+                f"default / raw {ratios['default'][-1]:.3f}",
+                flush=True,
             )
-            print(f"{name} repeat {repeat + 1}: default / before #18 = {ratio:.3f}", flush=True)
-        medians = {variant: statistics.median(times) for variant, times in seconds.items()}
-        rows.append((name, size, -(-train_n // BATCH), medians))
+        rows.append((name, size, -(-train_n // BATCH), seconds, ratios))
     timed = args.repeats * (args.epochs - 1)
-    print(f"\nepochs of in-memory batches of {BATCH}: median of {timed} (each run's first epoch")
+    print(f"\nepochs of in-memory batches of {BATCH}: {timed} timed (each run's first epoch")
     print(f"is a warm-up; {args.repeats} runs of each loop, alternating)")
-    print(f"{torch.get_num_threads()} CPU threads; epoch losses agree to 5 decimals\n")
-    print("| model | input | steps/epoch | raw s/epoch | views off | ratio |", end="")
-    print(" before #18 | ratio | default | ratio | default / before #18 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, size, steps, medians in rows:
-        raw, bare = medians["raw"], medians["no views"]
-        before, full = medians["before #18"], medians["default"]
-        print(
-            f"| {name} | {size} px | {steps} | {raw:.3f} | {bare:.3f} | {bare / raw:.3f} ", end=""
-        )
-        print(f"| {before:.3f} | {before / raw:.3f} | {full:.3f} | {full / raw:.3f} ", end="")
-        print(f"| {full / before:.3f} |")
+    print(f"{torch.get_num_threads()} CPU threads; epoch losses agree to 5 decimals")
+    print("ratio: median epoch / the raw loop's median epoch; per repeat: that ratio within each")
+    print("repeat (its loops ran back to back), median [lowest, highest]; mean: of all epochs\n")
+    print("| model | input | steps/epoch | raw s/epoch | views off | default |", end="")
+    print(" default per repeat | mean: default | default - raw, µs/step |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, size, steps, seconds, ratios in rows:
+        median = {loop: statistics.median(times) for loop, times in seconds.items()}
+        mean = {loop: statistics.mean(times) for loop, times in seconds.items()}
+        per_repeat = ratios["default"]
+        print(f"| {name} | {size} px | {steps} | {median['raw']:.3f} ", end="")
+        print(f"| {median['views off'] / median['raw']:.3f} ", end="")
+        print(f"| {median['default'] / median['raw']:.3f} ", end="")
+        print(f"| {statistics.median(per_repeat):.3f} [{min(per_repeat):.3f}, ", end="")
+        print(f"{max(per_repeat):.3f}] | {mean['default'] / mean['raw']:.3f} ", end="")
+        print(f"| {(median['default'] - median['raw']) / steps * 1e6:.0f} |")
+
+
+def check_losses(name: str, raw: list[float], ours: list[float]) -> None:
+    for epoch, (a, b) in enumerate(zip(raw, ours, strict=True), start=1):
+        assert round(a, 5) == round(b, 5), f"{name} epoch {epoch}: loss {a} vs {b}"
 
 
 if __name__ == "__main__":

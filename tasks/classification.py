@@ -24,6 +24,7 @@ from torchcamp.tasks.losses import INPUTS as INPUTS
 from torchcamp.tasks.losses import TARGETS as TARGETS
 from torchcamp.tasks.losses import AdaptedLoss
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.metrics import Counts
 
 if TYPE_CHECKING:
     from torchcamp.trainer.inference import PredictOptions
@@ -48,31 +49,35 @@ def classification_step(
 
 def classification_outputs(
     logits: torch.Tensor, labels: torch.Tensor, loss_fn: Callable
-) -> dict[str, torch.Tensor]:
-    """What every classification step reports: loss, accuracy and confusion counts."""
-    predictions = logits.argmax(dim=1)
+) -> dict[str, Any]:
+    """What every classification step reports: the loss and the batch's confusion counts.
+
+    Accuracy is not computed per batch: :func:`summarize` reads it off the epoch's confusion
+    matrix (the same number as the batch-size-weighted mean of batch accuracies). The counts
+    are :class:`~torchcamp.trainer.metrics.Counts`, one ``bincount`` for many steps, so the
+    step adds one ``argmax`` and one addition to the loss.
+    """
     return {
         "loss": loss_fn(logits, labels),
-        "acc": (predictions == labels).float().mean(),
-        "confusion": confusion_counts(labels, predictions, logits.shape[1]),
+        "confusion": confusion_counts(labels, logits.argmax(dim=1), logits.shape[1]),
     }
 
 
-def confusion_counts(labels: torch.Tensor, predictions: torch.Tensor, classes: int) -> torch.Tensor:
-    """``[classes, classes]`` counts: row = true class, column = predicted class."""
-    flat = torch.bincount(labels * classes + predictions, minlength=classes * classes)
-    return flat.view(classes, classes)
+def confusion_counts(labels: torch.Tensor, predictions: torch.Tensor, classes: int) -> Counts:
+    """The cells of a ``[classes, classes]`` matrix to count: row = true class, column =
+    predicted class."""
+    return Counts(torch.add(predictions, labels, alpha=classes), (classes, classes))
 
 
 def summarize(counts: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Epoch metrics from the summed confusion matrix: ``macro_acc``, the mean per-class recall.
-
-    Classes without samples in the split are left out of the mean.
-    """
+    """Epoch metrics from the summed confusion matrix: ``acc`` (correct / all) and
+    ``macro_acc``, the mean per-class recall (classes without samples in the split are left
+    out of the mean)."""
     confusion = counts["confusion"].double()
     support = confusion.sum(dim=1)
     recalls = confusion.diagonal()[support > 0] / support[support > 0]
-    return {"macro_acc": recalls.mean().item()}
+    accuracy = confusion.diagonal().sum() / support.sum().clamp(min=1)
+    return {"acc": accuracy.item(), "macro_acc": recalls.mean().item()}
 
 
 def describe_data(train_set: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ on disk, and the same files after a resume as without one."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -17,16 +18,23 @@ from torchcamp.trainer.callbacks import run_callbacks
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.checkpoint import load_checkpoint
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.extras import ExtrasBudget
 
 
 class StubTrainer:
     """What ModelCheckpoint reads of a Trainer, with monitored values the test chooses."""
 
-    def __init__(self, callback: ModelCheckpoint, monitor="val/loss", monitor_mode="min"):
+    def __init__(
+        self, callback: ModelCheckpoint, monitor="val/loss", monitor_mode="min", epoch_seconds=60.0
+    ):
         self.callbacks = [callback]
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.epoch = self.global_step = self.batch_in_epoch = 0
         self.best, self.is_best = None, False
+        # Epochs of a minute: last.pt is worth writing after each (short ones: see below).
+        self.epoch_seconds, self.fit_seconds = epoch_seconds, 0.0
+        self.max_epochs, self.should_stop = 1000, False
+        self.extras = ExtrasBudget(0.01)
 
     def state_dict(self) -> dict:
         return {
@@ -52,6 +60,7 @@ class StubTrainer:
             self.global_step += 1
             run_callbacks(self.callbacks, "on_train_step_end", self, {})
         self.epoch += 1
+        self.fit_seconds += self.epoch_seconds
         metrics = {} if value is None else {self.monitor: value}
         better = (lambda a, b: a > b) if self.monitor_mode == "max" else (lambda a, b: a < b)
         self.is_best = value is not None and not math.isnan(value)
@@ -220,6 +229,55 @@ def test_on_train_end_saves_the_step_training_stopped_at(tmp_path):
     trainer.global_step += 3  # a time limit stops training mid-epoch
     callback.on_train_end(trainer)
     assert load_checkpoint(tmp_path / "last.pt")["global_step"] == 7
+
+
+def test_short_epochs_write_last_pt_when_worth_it_and_best_pt_still_holds_the_best(
+    tmp_path, monkeypatch
+):
+    """Epochs of 1/8 s and writes that take 0.5 s (a fake clock): last.pt is written after the
+    first epoch (its cost is then known), then once 5 s of training would be lost, and at the
+    end; a best epoch in between is kept in memory and written with the next checkpoint, so
+    best.pt always ends as the best epoch."""
+    clock = itertools.count(step=0.25)  # two readings a write: 0.5 s each
+    monkeypatch.setattr(
+        "torchcamp.trainer.callbacks.checkpointing.time.perf_counter", lambda: next(clock)
+    )
+    callback = ModelCheckpoint(tmp_path)
+    trainer = StubTrainer(callback, epoch_seconds=1 / 8)
+    trainer.max_epochs = 120
+    written = []
+    save = callback.writer.save
+
+    def recording_save(state, path, links=(), remove=(), earlier=()):
+        written.append([(job.state["epoch"], job.path.name) for job in earlier])
+        written[-1].append((state["epoch"], path.name))
+        save(state, path, links, remove, earlier)
+
+    callback.writer.save = recording_save
+    values = [0.9 - 0.001 * epoch for epoch in range(1, 11)] + [1.0] * 110  # best: epoch 10
+    trainer.fit(values)
+    callback.writer.wait()
+    assert written == [
+        [(1, "last.pt")],
+        [(10, "epoch_010-val_loss_0.8900.pt"), (41, "last.pt")],  # 5 s after epoch 1
+        [(81, "last.pt")],
+        [(120, "last.pt")],  # the end
+    ]
+    assert epoch_of(tmp_path / "best.pt") == 10
+    assert kept(tmp_path) == ["epoch_010-val_loss_0.8900.pt"]
+
+
+def test_a_best_epoch_in_memory_is_written_when_training_stops(tmp_path, monkeypatch):
+    clock = itertools.count(step=0.25)
+    monkeypatch.setattr(
+        "torchcamp.trainer.callbacks.checkpointing.time.perf_counter", lambda: next(clock)
+    )
+    callback = ModelCheckpoint(tmp_path)
+    trainer = StubTrainer(callback, epoch_seconds=1 / 8)
+    trainer.fit([0.5, 0.4, 0.3])  # epochs 2 and 3: new bests, neither worth a last.pt
+    callback.writer.wait()
+    assert epoch_of(tmp_path / "best.pt") == 3 and epoch_of(tmp_path / "last.pt") == 3
+    assert kept(tmp_path) == ["epoch_003-val_loss_0.3000.pt"]  # epoch 2's was never written
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from PIL import Image
 
 from torchcamp.trainer.callbacks.csv_logger import CSVLogger, read_metrics_csv
-from torchcamp.trainer.callbacks.run_plots import RunPlots
 
 
 def test_metrics_csv_and_the_pictures_of_a_run(run_in_process):
@@ -43,27 +42,6 @@ def test_metrics_csv_is_rewritten_from_the_checkpoints_history(tmp_path):
     logger.on_epoch_end(SimpleNamespace(history=[rows[0], rows[1] | {"val/loss": 0.5}]), {})
     read = read_metrics_csv(path)
     assert read[1]["val/loss"] == 0.5 and read[0]["val/loss"] != read[0]["val/loss"]  # NaN
-
-
-def test_curves_are_redrawn_within_their_time_budget(tmp_path, monkeypatch):
-    drawn = []
-    monkeypatch.setattr(
-        "torchcamp.trainer.plots.draw_curves", lambda rows, *args: drawn.append(len(rows))
-    )
-    clock = iter([0.0, 0.1, 0.2, 100.0, 100.0, 100.5, 101.0, 101.2])
-    monkeypatch.setattr(
-        "torchcamp.trainer.callbacks.run_plots.time.perf_counter", lambda: next(clock)
-    )
-    plots = RunPlots(tmp_path, budget=0.02)
-    trainer = SimpleNamespace(history=[{"epoch": 1}], epoch_counts={}, epoch=1)
-    plots.on_fit_start(trainer)  # t=0
-    plots.on_epoch_end(trainer, {})  # t=0.1: 0.1 s of training does not pay for a drawing
-    trainer.history = [{"epoch": 1}, {"epoch": 2}]
-    plots.on_epoch_end(trainer, {})  # t=0.2: not yet
-    trainer.history = [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
-    plots.on_epoch_end(trainer, {})  # t=100: 100 s * 2% > 0.75 s: drawn (t=100 to 100)
-    plots.on_fit_end(trainer, {})  # the final picture always (t=100.5)
-    assert drawn == [3, 3]
 
 
 def test_a_sweep_gets_a_picture_comparing_its_jobs(tmp_path, run_in_process):

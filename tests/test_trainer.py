@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchcamp.tasks.classification import classification_step
+from torchcamp.tasks.classification import classification_step, summarize
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.trainer import Trainer
 
@@ -29,6 +29,7 @@ def make_model(seed: int = 0) -> nn.Module:
 def make_trainer(model: nn.Module, **kwargs) -> Trainer:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     kwargs.setdefault("progress", False)
+    kwargs.setdefault("summarize_fn", summarize)  # accuracy: from the summed confusion counts
     return Trainer(model, classification_step, optimizer, nn.CrossEntropyLoss(), **kwargs)
 
 
@@ -189,6 +190,41 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_weights(
     state = load_checkpoint(run_dir / "checkpoints" / "last_good.pt")
     assert state["global_step"] >= 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_on_a_gpu_a_nonfinite_loss_is_read_late_and_the_steps_after_it_change_nothing(tmp_path):
+    """The check GPUs get with fused optimizers (no host sync per step), run on the CPU: a NaN
+    loss at step 3 is flagged on the device and read at step 5 (log_every_n_steps); steps 3 to
+    5 were skipped, so the run stops with step 2's weights, kept in last_good.pt."""
+    from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
+    from torchcamp.trainer.checkpoint import load_checkpoint
+    from torchcamp.trainer.errors import NonFiniteLossError
+
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, fused=True)
+    seen = []
+
+    def step(model, batch, loss_fn):
+        out = classification_step(model, batch, loss_fn)
+        if len(seen) == 2:  # the third step's loss
+            out["loss"] = out["loss"] * float("nan")
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return out
+
+    trainer = Trainer(
+        model, step, optimizer, nn.CrossEntropyLoss(), progress=False, log_every_n_steps=5,
+        callbacks=[ModelCheckpoint(tmp_path)], summarize_fn=summarize,
+    )  # fmt: skip
+    assert trainer.optimization.skips_on_device and not trainer.finite_check_on_device
+    trainer.finite_check_on_device = True  # as on CUDA
+    with pytest.raises(NonFiniteLossError, match="by optimizer step 5"):
+        trainer.fit(DataLoader(make_data(n=64), batch_size=8))
+    assert len(seen) == 5  # read at step 5, not before
+    after_step_2 = seen[2]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, after_step_2[name]), name
+    kept = load_checkpoint(tmp_path / "last_good.pt")["model"]
+    assert all(torch.equal(kept[name], after_step_2[name]) for name in kept)
 
 
 def test_fp16_counts_the_steps_the_scaler_skips(caplog):

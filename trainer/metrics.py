@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -19,34 +21,82 @@ class Evaluator(Protocol):
     def compute(self) -> dict[str, float]: ...
 
 
+@dataclass(frozen=True)
+class Counts:
+    """A step output counted over the epoch instead of summed: ``cells`` (integer indices into
+    a tensor of ``shape``, flattened) each add one to their cell. A confusion matrix is
+    ``Counts(labels * classes + predictions, (classes, classes))``: the epoch's matrix is one
+    ``bincount`` over every step's cells, where a per-step matrix would cost a ``bincount`` and
+    an addition every step. ``summarize`` gets the counted tensor of ``shape``."""
+
+    cells: torch.Tensor
+    shape: tuple[int, ...]
+
+    def tensor(self) -> torch.Tensor:
+        """The counted tensor of ``shape`` (this step's counts alone)."""
+        return torch.bincount(self.cells, minlength=math.prod(self.shape)).view(self.shape)
+
+
 class EpochSums:
     """Running sums of a step's outputs over an epoch.
 
     Scalars (loss, accuracy) become batch-size-weighted means; tensors of one or more dimensions
-    (counts such as a confusion matrix) are summed as they are. Sums stay on the step's device
-    until the epoch ends, so a GPU step never waits for a host copy just to be averaged.
+    are summed as they are, and :class:`Counts` counted (both for ``summarize``, e.g. a
+    confusion matrix). A step only appends its
+    (detached) outputs to a list: they are summed together, in one stacked reduction on their
+    own device, every ``FOLD_EVERY`` steps and when the sums are read. So a step launches no
+    kernel and waits for no host copy just to be averaged, and memory stays bounded.
     """
+
+    FOLD_EVERY = 256
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.count_sums: dict[str, torch.Tensor] = {}
         self.weight = 0
+        # name -> (values, batch sizes) not yet summed, or for Counts (cells, shape); a name
+        # may be missing from some steps.
+        self._pending: dict[str, tuple[list[torch.Tensor], Any]] = {}
+        self._pending_steps = 0
 
     def add(self, out: Mapping[str, Any], weight: int) -> None:
         """Add one batch's outputs, skipping non-tensors (detections meant for an evaluator)."""
         for name, value in out.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            value = value.detach()
-            sums = self.sums if value.ndim == 0 else self.count_sums
-            if name not in sums:  # float64: a long epoch's sum keeps every batch's digits
-                dtype = torch.float64 if value.ndim == 0 else value.dtype
-                sums[name] = torch.zeros_like(value, dtype=dtype)
-            sums[name].add_(value, alpha=weight if value.ndim == 0 else 1)
+            if isinstance(value, torch.Tensor):
+                values, weights = self._pending.setdefault(name, ([], []))
+                values.append(value.detach() if value.requires_grad else value)
+                weights.append(weight)
+            elif isinstance(value, Counts):
+                self._pending.setdefault(name, ([], value.shape))[0].append(value.cells)
         self.weight += weight
+        self._pending_steps += 1
+        if self._pending_steps >= self.FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Sum the pending outputs into ``sums`` (float64: a long epoch keeps every batch's
+        digits; products of a float32 and a batch size are exact in it, so the result does
+        not depend on where the folds fall) and ``count_sums``."""
+        for name, (values, weights) in self._pending.items():
+            if isinstance(weights, tuple):  # Counts: (cells..., the counted tensor's shape)
+                cells = torch.cat(values)
+                total = torch.bincount(cells, minlength=math.prod(weights)).view(weights)
+                sums = self.count_sums
+                sums[name] = sums[name] + total if name in sums else total
+                continue
+            stacked = torch.stack(values)
+            if stacked.ndim == 1:
+                sizes = torch.tensor(weights, dtype=torch.float64).to(stacked.device)
+                total, sums = (stacked.double() * sizes).sum(), self.sums
+            else:
+                total, sums = stacked.sum(dim=0), self.count_sums
+            sums[name] = sums[name] + total if name in sums else total
+        self._pending.clear()
+        self._pending_steps = 0
 
     def state_dict(self) -> dict[str, Any]:
         """The sums so far (for a checkpoint written mid-epoch), on the CPU."""
+        self._fold()
         return {
             "sums": {n: v.cpu() for n, v in self.sums.items()},
             "count_sums": {n: t.cpu() for n, t in self.count_sums.items()},
@@ -58,9 +108,12 @@ class EpochSums:
         self.sums = {n: v.to(device) for n, v in (state.get("sums") or {}).items()}
         self.count_sums = {n: t.to(device) for n, t in (state.get("count_sums") or {}).items()}
         self.weight = state.get("weight", 0)
+        self._pending.clear()
+        self._pending_steps = 0
 
     def result(self, prefix: str) -> dict[str, float]:
         """The means over all ranks' samples (one all-reduce under DDP)."""
+        self._fold()
         names = sorted(self.sums)
         totals = torch.tensor([float(self.weight), *[float(self.sums[n]) for n in names]])
         weight, *sums = distributed.all_reduce_sum(totals).tolist()
@@ -70,7 +123,17 @@ class EpochSums:
 
     def counts(self) -> dict[str, torch.Tensor]:
         """The summed count tensors, over all ranks, on the CPU."""
+        self._fold()
         return {n: distributed.all_reduce_sum(t).cpu() for n, t in sorted(self.count_sums.items())}
+
+
+def step_scalars(outputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A step's 0-d tensor outputs (loss and the like), detached: what is logged per step."""
+    return {
+        name: value.detach()
+        for name, value in outputs.items()
+        if isinstance(value, torch.Tensor) and value.ndim == 0
+    }
 
 
 def batch_size(batch: Any) -> int:

@@ -57,7 +57,8 @@ class Optimization:
         # updated once per optimizer step of the whole model (PyTorch's AMP recipe).
         self.scaler = torch.amp.GradScaler(device_type, enabled=precision == "16-mixed")
         self.needs_closure = any(map(needs_closure, self.optimizers.values()))
-        self.step_lrs: dict[str, float] = {}  # "group0" (or "D/group0"): lr of the last step
+        # Per-step schedulers move the lrs on after each step: the ones it used, kept.
+        self._stepped_lrs: dict[str, float] | None = None
         self.skipped_steps = 0  # fp16: optimizer steps the GradScaler skipped (inf/NaN grads)
 
     @property
@@ -80,13 +81,31 @@ class Optimization:
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Clip and step one optimizer; call :meth:`end_step` once all have stepped."""
+    @property
+    def skips_on_device(self) -> bool:
+        """Whether every optimizer can be told, by a tensor on the device, to skip its step
+        (the fused ones, as GradScaler tells them): no host sync needed to decide."""
+        return not self.scaler.is_enabled() and all(
+            getattr(optimizer, "_step_supports_amp_scaling", False)
+            for optimizer in self.optimizers.values()
+        )
+
+    def step(self, optimizer: torch.optim.Optimizer, skip: torch.Tensor | None = None) -> None:
+        """Clip and step one optimizer; call :meth:`end_step` once all have stepped. ``skip``
+        (a 0-d float tensor, where :attr:`skips_on_device`): the step changes nothing, neither
+        weights nor optimizer state, where it is nonzero."""
         if self.gradient_clip_val is not None:
             self.scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
             params = [p for group in optimizer.param_groups for p in group["params"]]
             nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
-        self.scaler.step(optimizer)
+        if skip is None:
+            self.scaler.step(optimizer)
+            return
+        optimizer.found_inf = skip  # what a fused optimizer's kernels read (GradScaler's way)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
 
     def step_with_closure(
         self, compute_loss: Callable[[], torch.Tensor], params: Sequence[nn.Parameter]
@@ -122,15 +141,24 @@ class Optimization:
             )
 
     def end_step(self) -> None:
-        """After an optimizer step: note the lrs it used, step per-step schedulers."""
-        self.step_lrs = {
+        """After an optimizer step: step per-step schedulers."""
+        if self.scheduler_interval == "step":
+            self._stepped_lrs = self._current_lrs()
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+
+    @property
+    def step_lrs(self) -> dict[str, float]:
+        """The lr of every parameter group (``group0``, or ``D/group0`` by part) at the last
+        optimizer step: read when asked, not copied on every step."""
+        return self._current_lrs() if self._stepped_lrs is None else self._stepped_lrs
+
+    def _current_lrs(self) -> dict[str, float]:
+        return {
             f"{name}/group{index}" if self.phased else f"group{index}": group["lr"]
             for name, opt in self.optimizers.items()
             for index, group in enumerate(opt.param_groups)
         }
-        if self.scheduler_interval == "step":
-            for scheduler in self.schedulers.values():
-                scheduler.step()
 
     def end_epoch(self, metrics: Mapping[str, float], monitor: str | None) -> None:
         """Step per-epoch schedulers; ReduceLROnPlateau watches ``metrics[monitor]``."""

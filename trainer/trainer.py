@@ -35,10 +35,11 @@ from torch import nn
 from tqdm import tqdm  # not tqdm.auto, whose bar calls iter(loader): a 2nd set of workers
 
 from torchcamp.trainer import distributed
-from torchcamp.trainer.callbacks import Callback, run_callbacks
+from torchcamp.trainer.callbacks import Callback, callback_methods, run_callbacks
 from torchcamp.trainer.checkpoint import load_weights
 from torchcamp.trainer.data import epoch_batches, limited_batches
 from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
+from torchcamp.trainer.extras import ExtrasBudget
 from torchcamp.trainer.metrics import EpochSums, Evaluator, batch_size, format_metrics
 from torchcamp.trainer.optimization import SINGLE, Optimization
 from torchcamp.trainer.params import check_optimizers_fit, log_parameters, without_grad
@@ -90,6 +91,7 @@ class Trainer:
         limit_train_batches: int | float | None = None,
         limit_val_batches: int | float | None = None,
         limit_test_batches: int | float | None = None,
+        extras_budget: float = 0.01,
     ) -> None:
         set_backend_flags(deterministic, cudnn_benchmark, detect_anomaly)
         self.device = torch.device(device)
@@ -146,6 +148,9 @@ class Trainer:
         self._fit_started: float | None = None
         # One row per epoch (epoch, step, its metrics, lr, seconds): metrics.csv and the curves.
         self.history: list[dict[str, float]] = []
+        # The time the callbacks' periodic extras (views, histograms, pictures) may take: a
+        # share of the training time (trainer/extras.py).
+        self.extras = ExtrasBudget(extras_budget)
         # Set by a callback (early stopping) or the time limit: training ends after this step
         # (time limit) or epoch (early stopping), then the test split is scored as usual.
         self.should_stop = False
@@ -155,6 +160,15 @@ class Trainer:
         self.summarize_fn = summarize_fn
         self.epoch_counts: dict[str, dict[str, torch.Tensor]] = {}
         self.make_evaluator = make_evaluator
+        # On a GPU, reading the loss on the host every step (to stop at a NaN) would make the
+        # CPU wait for the GPU to finish the step. With optimizers that can skip a step on the
+        # device (fused ones), a non-finite loss is flagged there instead, turns every later
+        # step into a no-op, and is read at the next logging point or the epoch's end; the
+        # run stops with the weights from before it all the same.
+        self.finite_check_on_device = (
+            self.device.type == "cuda" and self.optimization.skips_on_device
+        )
+        self._nonfinite: torch.Tensor | None = None  # 1.0 once a loss was not finite
         check_optimizers_fit(self.model, self.optimizers, accumulate_grad_batches, precision)
 
     # ---- the loop -------------------------------------------------------------------------
@@ -206,6 +220,7 @@ class Trainer:
         started = time.perf_counter()
         try:
             metrics = self.train_one_epoch(train_loader)
+            self._raise_if_nonfinite()
         except NonFiniteLossError:
             run_callbacks(self.callbacks, "on_nonfinite_loss", self)  # save the last good
             raise
@@ -258,6 +273,7 @@ class Trainer:
         )
         needs_closure = self.optimization.needs_closure
         accumulate = 1 if needs_closure else self.accumulate_grad_batches
+        step_end_hooks = callback_methods(self.callbacks, "on_train_step_end")
         for batch_idx, batch in enumerate(bar, start):
             if self._fit_started is None:
                 self._fit_started = time.perf_counter()
@@ -272,11 +288,12 @@ class Trainer:
             self._train_sums.add(out, weight=batch_size(batch))
             self.batch_in_epoch = batch_idx + 1
             if self.progress:
-                losses = {k: f"{v.item():.4f}" for k, v in out.items() if k.startswith("loss")}
-                # Drawn at the bar's own pace (mininterval), not redrawn on every step.
-                bar.set_postfix(**losses, lr=f"{self.lr:.3g}", refresh=False)
+                self._show_losses(bar, out)
             if steps_now:  # a step boundary: where checkpoints are written and stops happen
-                run_callbacks(self.callbacks, "on_train_step_end", self, out)
+                if self._nonfinite is not None and self.global_step % self.log_every_n_steps == 0:
+                    self._raise_if_nonfinite()
+                for hook in step_end_hooks:
+                    hook(self, out)
                 self._stop_if_requested()
                 if self.should_stop:  # the time limit: this step is the last
                     break
@@ -284,6 +301,14 @@ class Trainer:
             return {}
         sums, self._train_sums = self._train_sums, EpochSums()
         return self._epoch_metrics(sums, "train")
+
+    def _show_losses(self, bar: tqdm, out: Mapping[str, torch.Tensor]) -> None:
+        """The losses and lr in the bar's postfix, read (a host sync on a GPU) only when the
+        bar is about to be redrawn (every ``mininterval`` seconds), not on every step."""
+        if time.time() - bar.last_print_t < bar.mininterval:
+            return
+        losses = {k: f"{v.item():.4f}" for k, v in out.items() if k.startswith("loss")}
+        bar.set_postfix(**losses, lr=f"{self.lr:.3g}", refresh=False)
 
     def _check_same_epoch_length(self, num_batches: int) -> None:
         if self.batch_in_epoch and num_batches != self.batches_per_epoch:
@@ -385,14 +410,15 @@ class Trainer:
             if window_starts:
                 optimizer.zero_grad(set_to_none=True)
             sync = nullcontext() if steps_now or no_sync is None else no_sync()
-            with without_grad(self.optimization.held_fixed[phase]), sync:
+            held_fixed = self.optimization.held_fixed[phase]
+            with without_grad(held_fixed) if held_fixed else nullcontext(), sync:
                 phase_out = self._forward(batch, training=True, phase=phase)
                 loss = self._check_finite(phase_out["loss"], phase)
                 if window_size > 1:  # the window's gradient is the mean of its micro-batches'
                     loss = loss / window_size
                 self.optimization.backward(loss)
             if steps_now:
-                self.optimization.step(optimizer)
+                self.optimization.step(optimizer, self._nonfinite)
             out |= self._named(phase, phase_out)
         if steps_now:
             self.optimization.update_scaler(self.global_step + 1)
@@ -422,15 +448,35 @@ class Trainer:
 
     def _check_finite(self, loss: torch.Tensor, phase: str) -> torch.Tensor:
         """``loss``, or stop at a NaN/Inf loss before it reaches the weights; under fp16 the
-        GradScaler skips such steps itself (counted in :meth:`_update_scaler`)."""
-        if self.optimization.scaler.is_enabled() or math.isfinite(loss.item()):
+        GradScaler skips such steps itself (counted in :meth:`_update_scaler`), and where
+        :attr:`finite_check_on_device` it is flagged on the device (read later)."""
+        if self.optimization.scaler.is_enabled():
             return loss
-        part = f" (part {phase})" if self.phased else ""
-        raise NonFiniteLossError(
-            f"the loss{part} is {loss.item()} at optimizer step {self.global_step + 1} (epoch "
-            f"{self.epoch + 1}): usually a learning rate too high (optimizer.lr), exploding "
-            "gradients (set trainer.gradient_clip_val), a log of 0 or a division by zero in the "
-            "loss, or bad input data. The weights before this step are in "
+        if self.finite_check_on_device:
+            bad = (~torch.isfinite(loss.detach())).float()
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite.maximum(bad)
+            return loss
+        if not math.isfinite(loss.item()):
+            part = f"the loss (part {phase})" if self.phased else "the loss"
+            raise self._nonfinite_error(
+                f"{part} is {loss.item()} at optimizer step {self.global_step + 1}"
+            )
+        return loss
+
+    def _raise_if_nonfinite(self) -> None:
+        """Where :attr:`finite_check_on_device`: stop if a loss since the last check was not
+        finite (the steps since then changed nothing)."""
+        if self._nonfinite is not None and self._nonfinite.item():
+            raise self._nonfinite_error(
+                f"a loss was not finite by optimizer step {self.global_step} (read every "
+                "trainer.log_every_n_steps steps; the steps from it on were skipped)"
+            )
+
+    def _nonfinite_error(self, what: str) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"{what} (epoch {self.epoch + 1}): usually a learning rate too high (optimizer.lr), "
+            "exploding gradients (set trainer.gradient_clip_val), a log of 0 or a division by "
+            "zero in the loss, or bad input data. The weights before this step are in "
             "checkpoints/last_good.pt; trainer.detect_anomaly=true names the operation"
         )
 
@@ -504,6 +550,7 @@ class Trainer:
             "train_sums": self._train_sums.state_dict(),
             "best": self.best,
             "fit_seconds": self.fit_seconds,
+            "extras_seconds": dict(self.extras.spent),
             "history": self.history,
             "rng": get_rng_state(),
             "callbacks": {
@@ -527,6 +574,7 @@ class Trainer:
         self.batches_per_epoch = state.get("batches_per_epoch")
         self._train_sums.load_state_dict(state.get("train_sums") or {}, self.device)
         self._seconds_before = state.get("fit_seconds", 0.0)
+        self.extras.spent = dict(state.get("extras_seconds") or {})
         self.history = [dict(row) for row in state.get("history", [])]
         for callback in self.callbacks:
             saved = (state.get("callbacks") or {}).get(type(callback).__name__)

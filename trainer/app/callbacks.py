@@ -76,7 +76,9 @@ def model_checkpoint(
     )
 
 
-def tensorboard(run: RunContext, confusion_matrix: bool = True) -> TensorBoardLogger | None:
+def tensorboard(
+    run: RunContext, confusion_matrix: bool = True, every_n_epochs: int | None = None
+) -> TensorBoardLogger | None:
     """TensorBoard under ``tb/``, with the config as hyperparameters and the task's images
     (``task.epoch_images``, drawn on held-out data where there is some); rank 0 only."""
     if not run.is_main:
@@ -93,6 +95,7 @@ def tensorboard(run: RunContext, confusion_matrix: bool = True) -> TensorBoardLo
         images_fn=images_fn,
         image_dir=run.directory.path,
         confusion_matrix=confusion_matrix,
+        every_n_epochs=every_n_epochs,
     )
 
 
@@ -101,7 +104,7 @@ def metrics_csv(run: RunContext) -> CSVLogger | None:
     return CSVLogger(run.directory.path / "metrics.csv") if run.is_main else None
 
 
-def plots(run: RunContext, budget: float = 0.005) -> RunPlots | None:
+def plots(run: RunContext, every_n_epochs: int | None = None) -> RunPlots | None:
     """``curves.png`` and (classifiers) ``confusion_matrix.png``; rank 0 only."""
     if not run.is_main:
         return None
@@ -110,7 +113,7 @@ def plots(run: RunContext, budget: float = 0.005) -> RunPlots | None:
         monitor=run.settings.trainer["monitor"],
         monitor_mode=run.settings.trainer["monitor_mode"],
         class_names=getattr(run.splits["train"], "classes", None),
-        budget=budget,
+        every_n_epochs=every_n_epochs,
     )
 
 
@@ -143,6 +146,7 @@ def model_views(
     grad_cam: bool = True,
     grad_cam_layer: str | None = None,
     num_images: int = 4,
+    every_n_epochs: int | None = None,
 ) -> ModelViewsLogger | None:
     """The model views (see :class:`ModelViewsLogger`) of the first training batch of epoch 0
     and of the first ``num_images`` held-out images (training images without a val split);
@@ -182,6 +186,7 @@ def model_views(
         # Grad-CAM explains each image's class score: a classifier's batch of images (a
         # detector's images travel as a list).
         grad_cam_layer=grad_cam_layer if isinstance(images, torch.Tensor) else None,
+        every_n_epochs=every_n_epochs,
     )
 
 

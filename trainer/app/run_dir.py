@@ -201,9 +201,10 @@ def find_resume_checkpoint(
     return found[0] if found else None
 
 
-# Keys that do not make another experiment: the run to continue, and the training-time budget
-# (a run stopped by its time limit continues with a larger one).
-NOT_THE_EXPERIMENT = ("resume", "trainer.max_time")
+# Keys that do not make another experiment: the run to continue, the training-time budget
+# (a run stopped by its time limit continues with a larger one), and how often the views and
+# pictures are drawn.
+NOT_THE_EXPERIMENT = ("resume", "trainer.max_time", "trainer.extras_budget")
 
 
 def _comparable(overrides: Sequence[str]) -> frozenset[str]:

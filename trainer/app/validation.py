@@ -165,6 +165,17 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "0 (off), a count of batches (an integer >= 1) or a share such as 0.1",
     ),
     "trainer.fast_dev_run": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.extras_budget": (
+        lambda v: _is_number(v) and 0 <= v <= 1,
+        "a share of the training time in [0, 1] (0.01; 0: the views and pictures at the end only)",
+    ),
+    **{
+        f"callbacks.{name}.every_n_epochs": (
+            lambda v: v is None or (_is_int(v) and v >= 1),
+            "null (on trainer.extras_budget) or an integer >= 1 (1: after every epoch)",
+        )
+        for name in ("tensorboard", "model_views", "plots")
+    },
     "callbacks.early_stopping.patience": (
         lambda v: v is None or (_is_int(v) and v >= 1),
         "null (off) or an integer >= 1: epochs without improvement before stopping",

@@ -22,7 +22,7 @@ A callback with state to carry across a resume defines ``state_dict()`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -34,7 +34,12 @@ class Callback:
 
 def run_callbacks(callbacks: Iterable[Any], event: str, *args: Any) -> None:
     """Call ``event`` on every callback that defines it, in ``order`` (0 when it has none)."""
-    for callback in sorted(callbacks, key=lambda cb: getattr(cb, "order", 0)):
-        method = getattr(callback, event, None)
-        if method is not None:
-            method(*args)
+    for method in callback_methods(callbacks, event):
+        method(*args)
+
+
+def callback_methods(callbacks: Iterable[Any], event: str) -> list[Callable[..., Any]]:
+    """The bound ``event`` methods of the callbacks that define it, in ``order``: looked up
+    once per epoch for a per-step event, not on every step."""
+    ordered = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
+    return [getattr(cb, event) for cb in ordered if getattr(cb, event, None) is not None]

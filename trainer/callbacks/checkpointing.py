@@ -1,7 +1,10 @@
 """Checkpoint files during training, in the run's ``checkpoints/`` folder:
 
-- ``last.pt``: the newest state, written every epoch (every ``every_n_steps`` optimizer steps
-  too, and when a signal or the end of training stops the run); ``resume=auto`` reads it;
+- ``last.pt``: the newest state, written after an epoch when the training it would save is
+  worth the write (see :meth:`ModelCheckpoint.worth_writing`: at least every
+  ``SAVE_INTERVAL_SECONDS`` of training, sooner when writing is cheap), at the end of training
+  (the last epoch, early stopping, a time limit), on a signal, and every ``every_n_steps``
+  optimizer steps when set; ``resume=auto`` reads it;
 - ``epoch_007-val_loss_0.1234.pt``: the ``save_top_k`` best epochs by ``trainer.monitor``
   (its name with ``/`` as ``_``), older ones removed as better ones come;
 - ``best.pt``: the best of those (the newest epoch's where no metric is monitored);
@@ -10,7 +13,9 @@
 - ``last_good.pt``: the state before a non-finite loss stopped the run.
 
 Each file but ``last_good.pt`` is a hard link to the ``last.pt`` written at its epoch or step
-(``last.pt`` is replaced by a rename, never rewritten, so a link keeps its content).
+(``last.pt`` is replaced by a rename, never rewritten, so a link keeps its content). A best
+epoch whose ``last.pt`` is not worth writing yet is kept in memory and written to its own file
+(``best.pt`` linked to it) with the next checkpoint, at the latest when training ends or stops.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,8 @@ import torch
 from torchcamp.trainer.callbacks import Callback, run_callbacks
 from torchcamp.trainer.checkpoint import (
     BackgroundWriter,
+    WriteJob,
+    cpu_copy,
     link_or_copy,
     load_checkpoint,
     save_checkpoint,
@@ -37,6 +45,10 @@ log = logging.getLogger(__name__)
 
 # The files that come and go with the top-k and step lists (not epoch_010.pt snapshots).
 RETAINED_FILE = re.compile(r"epoch_\d+-.+\.pt|step_\d+\.pt")
+
+# last.pt is written after an epoch once this much training would otherwise be lost to a crash,
+# or sooner when the write costs at most trainer.extras_budget of the training it saves.
+SAVE_INTERVAL_SECONDS = 5.0
 
 
 class ModelCheckpoint(Callback):
@@ -82,6 +94,9 @@ class ModelCheckpoint(Callback):
         self._links: list[str] = []  # the files linked to the last.pt being written
         self._restored = False
         self._saved_step: int | None = None  # the global step last.pt holds
+        self._saved_seconds = 0.0  # trainer.fit_seconds when it was written
+        self._write_seconds: float | None = None  # what the last write took from training
+        self._pending_best: WriteJob | None = None  # a best epoch not on disk yet
         self.writer = BackgroundWriter()
 
     @property
@@ -148,9 +163,39 @@ class ModelCheckpoint(Callback):
         # Without a monitored metric there is no "best": the newest weights stand in for it.
         if self.save_top_k != 0 and (trainer.is_best or trainer.best is None):
             links.append(self.best_path)
-        if self.every_n_epochs and trainer.epoch % self.every_n_epochs == 0:
+        snapshot = bool(self.every_n_epochs and trainer.epoch % self.every_n_epochs == 0)
+        if snapshot:
             links.append(self.dirpath / f"epoch_{trainer.epoch:03d}.pt")
-        self._save_last(trainer, links, remove)
+        if snapshot or self.save_top_k not in (0, 1) or self.worth_writing(trainer):
+            self._save_last(trainer, links, remove)
+        elif trainer.is_best and links:  # a new best (save_top_k=1): in memory till a write
+            self._keep_best(trainer, links, remove)
+
+    def worth_writing(self, trainer) -> bool:
+        """Whether ``last.pt`` is written after this epoch: at the end of training; after
+        ``SAVE_INTERVAL_SECONDS`` of training since the last write; or when the last write
+        took at most ``trainer.extras_budget`` of the training since then (so a write that
+        costs 10 ms is made about every second of training at 1%; the first epoch's write
+        measures it)."""
+        if trainer.epoch >= trainer.max_epochs or trainer.should_stop:
+            return True
+        since = trainer.fit_seconds - self._saved_seconds
+        if since >= SAVE_INTERVAL_SECONDS or self._write_seconds is None:
+            return True
+        # What the training thread spent, and the writer's thread (its CPU time: on a machine
+        # whose cores training keeps busy, time taken from training too).
+        cost = self._write_seconds + self.writer.cpu_seconds
+        return cost <= trainer.extras.fraction * since
+
+    def _keep_best(self, trainer, links: Sequence[Path], remove: Sequence[Path]) -> None:
+        """Keep this epoch's state in memory for its top-k file and ``best.pt``; it replaces
+        an earlier best not written yet (whose file is then never made)."""
+        run_callbacks(trainer.callbacks, "on_save_checkpoint", trainer)
+        earlier_remove = self._pending_best.remove if self._pending_best else []
+        path, *others = links
+        self._pending_best = WriteJob(
+            cpu_copy(trainer.state_dict() | self.extra), path, others, [*earlier_remove, *remove]
+        )
 
     def _rank_epoch(self, trainer, metrics: Mapping[str, float]) -> tuple[list[Path], list[Path]]:
         """Put this epoch in the top k if its monitored value earns it a place: (the file to
@@ -183,20 +228,34 @@ class ModelCheckpoint(Callback):
         self.writer.wait()
 
     def _save_last(self, trainer, links: Sequence[Path] = (), remove: Sequence[Path] = ()) -> None:
+        """Write ``last.pt`` (and a best epoch kept in memory, first), timing what it takes
+        from training."""
+        started = time.perf_counter()
         run_callbacks(trainer.callbacks, "on_save_checkpoint", trainer)
         self._links = [path.name for path in links]  # in the state: a resume finishes them
+        earlier, self._pending_best = self._pending_best, None
+        if earlier is not None and self.best_path in links:  # a newer best: it is never written
+            earlier, remove = None, [*earlier.remove, *remove]
         if self.save:
             state = trainer.state_dict() | self.extra
-            self.writer.save(state, self.last_path, links, remove)
-        self._saved_step = trainer.global_step
+            self.writer.save(state, self.last_path, links, remove, [earlier] if earlier else [])
+        self._saved_step, self._saved_seconds = trainer.global_step, trainer.fit_seconds
+        self._write_seconds = time.perf_counter() - started
 
     def on_nonfinite_loss(self, trainer) -> None:
         # The weights are still those of the last finite step: keep them for inspection.
+        self._write_pending_best()
         self.writer.wait()
         if self.save:
             path = self.dirpath / "last_good.pt"
             save_checkpoint(trainer.state_dict() | self.extra, path)
             log.warning("non-finite loss: the last good state is in %s", path)
+
+    def _write_pending_best(self) -> None:
+        """Write a best epoch kept in memory (a run that fails on, keeping its best)."""
+        pending, self._pending_best = self._pending_best, None
+        if pending is not None and self.save:
+            self.writer.write([pending])
 
     def best_weights(self) -> dict[str, torch.Tensor] | None:
         """The model weights in ``best.pt`` once every pending write is done; None where this

@@ -13,6 +13,7 @@ from torchcamp.trainer import visualize
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
 from torchcamp.trainer.errors import UserError, first_line
+from torchcamp.trainer.extras import EpochSchedule
 from torchcamp.trainer.utils import move_to_device
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,13 @@ class ModelViewsLogger(Callback):
 
     At the start of a run: ``train/input_batch``, a training batch as the model sees it
     (``train_images``, de-normalised with ``mean`` and ``std``), and the model's graph traced
-    on ``graph_inputs`` (a tracing failure is one warning). After every epoch:
-    ``kernels/<kernel_layer>``; ``feature_maps/<feature_layer>`` for the first of the fixed
-    ``images`` (normalised, as the model takes them); ``grad_cam/<grad_cam_layer>`` over all of
-    them. A view whose argument is None is left out, and so is Grad-CAM once the model turns
-    out to give no class scores (a GAN's discriminator). ``forward(model, images)`` runs the
+    on ``graph_inputs`` (a tracing failure is one warning). After an epoch, on the time
+    budget (:mod:`torchcamp.trainer.extras`: first and last epoch, then as their cost allows,
+    or every ``every_n_epochs``): ``kernels/<kernel_layer>``; ``feature_maps/<feature_layer>``
+    for the first of the fixed ``images`` (normalised, as the model takes them);
+    ``grad_cam/<grad_cam_layer>`` over all of them. A view whose argument is None is left
+    out, and so is Grad-CAM once the model turns out to give no class scores (a GAN's
+    discriminator). ``forward(model, images)`` runs the
     model on images, where ``model(images)`` does not. It writes through ``tensorboard``, by
     default the run's :class:`TensorBoardLogger` (found among the Trainer's callbacks).
     """
@@ -48,8 +51,10 @@ class ModelViewsLogger(Callback):
         kernel_layer: str | None = None,
         feature_layer: str | None = None,
         grad_cam_layer: str | None = None,
+        every_n_epochs: int | None = None,
     ) -> None:
         self.tensorboard = tensorboard
+        self.schedule = EpochSchedule("model_views", every_n_epochs)
         self.train_images, self.graph_inputs, self.images = train_images, graph_inputs, images
         self.mean, self.std = mean, std
         self.task_forward = forward
@@ -94,9 +99,14 @@ class ModelViewsLogger(Callback):
                 raise UserError(f"callbacks.model_views.{setting}={name}: {error}") from None
 
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
-        self._log_views(trainer.module, trainer.device, trainer.global_step)
+        self.schedule.run_if_due(trainer, lambda: self._log_views(trainer))
 
-    def _log_views(self, model: torch.nn.Module, device: torch.device, step: int) -> None:
+    def on_train_end(self, trainer) -> None:
+        # Stopped early (early stopping, a time limit): the weights training ends with.
+        self.schedule.run_at_end(trainer, lambda: self._log_views(trainer))
+
+    def _log_views(self, trainer) -> None:
+        model, device, step = trainer.module, trainer.device, trainer.global_step
         if self.kernel_layer is not None:
             weight = visualize.find_layer(model, self.kernel_layer).weight
             self.tensorboard.add_image(

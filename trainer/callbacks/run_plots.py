@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torchcamp.trainer.callbacks import Callback
+from torchcamp.trainer.extras import EpochSchedule
 
-log = logging.getLogger(__name__)
-
-# Before its first drawing the cost is unknown: matplotlib's import and one figure take about
-# this long on a laptop CPU.
+# matplotlib's import and one figure: about this long on a laptop CPU (0.5 s measured here).
 FIRST_DRAWING_SECONDS = 0.75
 
 
 class RunPlots(Callback):
     """``curves.png``: loss and each metric against the epoch, train and val on the same axes,
-    the best epoch marked; redrawn after an epoch, and at the end. A classifier also gets
+    the best epoch marked; redrawn after an epoch on the time budget
+    (:mod:`torchcamp.trainer.extras`: as their cost allows, or every ``every_n_epochs``; not
+    after the first, a curve of one point), and always at the end. A classifier also gets
     ``confusion_matrix.png`` at the end: the last epoch's val split and the test split (scored
     with the best weights).
 
-    Drawing the curves costs 0.2 to 0.6 s, more than a whole epoch of a small job, so they
-    are redrawn only when the time since the last drawing is at least ``1 / budget`` times what
-    that drawing took (``budget=0.005``: drawing stays under 0.5% of the run's time, within
-    the noise of any epoch timing); an epoch of a minute or more is drawn every time, and the
-    final picture always is.
+    Drawing the curves costs 0.2 to 0.6 s (matplotlib's import, then the figure), more than a
+    whole epoch of a small job: on the budget a run of short epochs draws them rarely, an
+    epoch of a minute or more every time.
     """
 
     order = 12  # after the CSV logger: the same rows
@@ -38,14 +34,16 @@ class RunPlots(Callback):
         monitor: str | None = None,
         monitor_mode: str = "min",
         class_names: Sequence[str] | None = None,
-        budget: float = 0.005,
+        every_n_epochs: int | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.class_names = list(class_names or [])
-        self.budget = budget
-        self._last_drawn = 0.0
-        self._drawing_seconds = FIRST_DRAWING_SECONDS
+        # Its first drawing imports matplotlib: about FIRST_DRAWING_SECONDS, not to be spent
+        # to find that out on a run whose whole budget is smaller.
+        self.schedule = EpochSchedule(
+            "plots", every_n_epochs, first=False, cost=FIRST_DRAWING_SECONDS
+        )
 
     @property
     def curves_path(self) -> Path:
@@ -55,13 +53,10 @@ class RunPlots(Callback):
     def confusion_path(self) -> Path:
         return self.directory / "confusion_matrix.png"
 
-    def on_fit_start(self, trainer: Any) -> None:
-        self._last_drawn = time.perf_counter()
-
     def on_epoch_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
-        waited = time.perf_counter() - self._last_drawn
-        if waited * self.budget >= self._drawing_seconds:
-            self._draw_curves(trainer)
+        # After the last epoch they are drawn by on_fit_end, once.
+        if trainer.epoch < trainer.max_epochs:
+            self.schedule.run_if_due(trainer, lambda: self._draw_curves(trainer))
 
     def on_interrupt(self, trainer: Any) -> None:
         self._draw_curves(trainer)
@@ -83,7 +78,4 @@ class RunPlots(Callback):
             return
         from torchcamp.trainer.plots import draw_curves  # matplotlib: only once it is needed
 
-        started = time.perf_counter()
         draw_curves(trainer.history, self.curves_path, self.monitor, self.monitor_mode)
-        self._last_drawn = time.perf_counter()
-        self._drawing_seconds = self._last_drawn - started
