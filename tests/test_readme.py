@@ -17,6 +17,7 @@ GROUPS = (
     "device",
     "hparams_search",
     "callbacks",
+    "logger",
     "transforms",
     "debug",
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from torchcamp.trainer.app.validation import parse_duration, validate
@@ -71,7 +72,8 @@ class Settings:
     ``run_dir`` is this invocation's directory, ``overrides`` its command line's ``key=value``
     arguments (for ``resume=auto``), ``choices`` the option picked in each group (``loss:
     focal``), ``config`` the whole resolved config (stored in checkpoints, shown in
-    TensorBoard's HParams).
+    TensorBoard's HParams), ``sweep`` a multirun job's sweep directory and job number
+    (``{"dir": ..., "job": 3}``; None outside a sweep).
     """
 
     task: TaskSettings
@@ -94,6 +96,7 @@ class Settings:
     config: dict[str, Any] = field(default_factory=dict)
     fast_dev_run: bool = False  # keep only train.log and metrics.json at the end
     overfit_batches: int | float = 0  # > 0: train and validate on the first train batches
+    sweep: dict[str, Any] | None = None
 
 
 def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Settings:
@@ -131,6 +134,7 @@ def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Setting
         config=config,
         fast_dev_run=config["trainer"].get("fast_dev_run", False),
         overfit_batches=config["trainer"].get("overfit_batches", 0),
+        sweep=hydra.get("sweep"),
     )
 
 
@@ -164,11 +168,16 @@ def timestamped_dir(output_root: str, suffix: str = "") -> Path:
 
 
 def _hydra_info(cfg: DictConfig) -> dict[str, Any]:
-    """This run's directory, command-line overrides and group choices, where Hydra knows them."""
+    """This run's directory, command-line overrides and group choices, where Hydra knows them;
+    in a multirun also the sweep's directory and this job's number (read here, while Hydra's
+    runtime config exists: DDP ranks and the trackers that tag runs with them have none)."""
+    sweep = None
     if HydraConfig.initialized():
         hydra = HydraConfig.get()
         run_dir = hydra.runtime.output_dir
         overrides, choices = hydra.overrides.task, hydra.runtime.choices
+        if hydra.mode == RunMode.MULTIRUN:
+            sweep = {"dir": str(hydra.sweep.dir), "job": hydra.job.num}
     elif "hydra" in cfg:  # composed with return_hydra_config=True (Hydra's compose API)
         hydra = cfg.hydra
         run_dir = hydra.run.dir if OmegaConf.select(hydra, "run.dir") else None
@@ -176,7 +185,12 @@ def _hydra_info(cfg: DictConfig) -> dict[str, Any]:
     else:
         return {}
     choices = {g: c for g, c in choices.items() if not g.startswith("hydra") and c is not None}
-    return {"run_dir": run_dir, "overrides": list(overrides), "choices": dict(choices)}
+    return {
+        "run_dir": run_dir,
+        "overrides": list(overrides),
+        "choices": dict(choices),
+        "sweep": sweep,
+    }
 
 
 def _settings(cls: type, values: dict[str, Any], group: str) -> Any:

@@ -27,6 +27,7 @@ from torchcamp.trainer.app.process import setup_process
 from torchcamp.trainer.app.run_dir import RunDirectory, newest_resumable, write_metrics
 from torchcamp.trainer.app.settings import Settings, read_settings
 from torchcamp.trainer.app.signatures import check_targets
+from torchcamp.trainer.callbacks import run_callbacks
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.checkpoint import load_checkpoint
 from torchcamp.trainer.errors import USER_ERRORS, TrainingInterrupted, UserError, first_line
@@ -129,6 +130,11 @@ def _fit(
     except TrainingInterrupted:
         stopped = {"epoch": trainer.epoch, "global_step": trainer.global_step}
         write_metrics(summary | stopped | {"status": "interrupted"}, written)
+        raise
+    except BaseException as error:
+        # Fit ended without on_fit_end or on_interrupt: the callbacks' on_exception(trainer,
+        # error) lets an experiment tracker (callbacks/mlflow_logger.py) mark its run failed.
+        run_callbacks(callbacks, "on_exception", trainer, error)
         raise
     metrics |= {
         "epoch": trainer.epoch,

@@ -204,6 +204,23 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "callbacks.model_views.feature_layer": (_is_layer_name, "null or a module name: conv1"),
     "callbacks.model_views.grad_cam_layer": (_is_layer_name, "null or a module name: layer4"),
     "callbacks.model_views.num_images": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    # logger=mlflow (conf/logger/mlflow.yaml)
+    "logger.tracking_uri": (
+        lambda v: v is None or _is_text(v),
+        "null (MLFLOW_TRACKING_URI, else MLflow's default) or a URI: http://127.0.0.1:5000",
+    ),
+    "logger.experiment_name": (
+        lambda v: v is None or _is_text(v),
+        "an MLflow experiment's name (null: the task's)",
+    ),
+    "logger.run_name": (
+        lambda v: v is None or _is_text(v),
+        "null (the run directory) or a name",
+    ),
+    "logger.flush_secs": (
+        lambda v: _is_number(v) and 0 < v < math.inf,
+        "a number of seconds > 0",
+    ),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder path"),
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (

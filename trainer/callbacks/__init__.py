@@ -14,7 +14,9 @@ Events, in the order the Trainer fires them:
   early stopping), before the test split is scored;
 - ``on_fit_end(trainer, metrics)`` with the final metrics (test included);
 - ``on_nonfinite_loss(trainer)`` when a NaN/Inf loss stops the run;
-- ``on_interrupt(trainer)`` when a signal stops it at a step boundary.
+- ``on_interrupt(trainer)`` when a signal stops it at a step boundary;
+- ``on_exception(trainer, error)`` when ``train`` ends on any other error (a tracker marks
+  its run failed).
 
 A callback with state to carry across a resume defines ``state_dict()`` and
 ``load_state_dict(state)``; the Trainer stores it in the checkpoint under the class's name.
