@@ -323,3 +323,53 @@ def test_a_run_keeps_its_best_epochs(run_in_process):
     assert kept(directory, r"epoch_\d+\.pt") == ["epoch_002.pt", "epoch_004.pt"]
     assert kept(directory, r"step_\d+\.pt") == ["step_0000015.pt", "step_0000018.pt"]
     assert not list(directory.glob("*.tmp"))
+
+
+def test_best_pt_holds_the_best_epochs_weights_when_last_pt_is_written_rarely(tmp_path):
+    """The real Trainer on epochs of milliseconds with no write cheap enough: last.pt is
+    written after the first epoch (to measure it) and the last only, so the best epoch (the
+    7th, by a val/loss made so) waits in memory; best.pt still ends as its weights."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchcamp.tasks.classification import classification_step, summarize
+    from torchcamp.trainer.callbacks import Callback
+    from torchcamp.trainer.trainer import Trainer
+
+    class Weights(Callback):
+        order = 5  # before ModelCheckpoint
+
+        def __init__(self):
+            self.by_epoch = {}
+
+        def on_epoch_end(self, trainer, metrics):
+            state = trainer.module.state_dict()
+            self.by_epoch[trainer.epoch] = {k: v.clone() for k, v in state.items()}
+
+    def step(model, batch, loss_fn):
+        out = classification_step(model, batch, loss_fn)
+        if not model.training:  # validation of epoch trainer.epoch + 1: best at epoch 7
+            out["loss"] = out["loss"] * 0 + abs(trainer.epoch + 1 - 7)
+        return out
+
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(64, 6, generator=generator), torch.randint(0, 3, (64,)))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 3))
+    weights, checkpoint = Weights(), ModelCheckpoint(tmp_path)
+    writes = []
+    save = checkpoint._save_last
+    checkpoint._save_last = lambda trainer, *a: (writes.append(trainer.epoch), save(trainer, *a))
+    trainer = Trainer(
+        model, step, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+        max_epochs=12, progress=False, summarize_fn=summarize, callbacks=[weights, checkpoint],
+        extras_budget=0.0,  # no write is cheap enough before 5 s of training
+    )  # fmt: skip
+    loader = DataLoader(data, batch_size=16)
+    trainer.fit(loader, loader)
+    assert trainer.best == 0 and writes == [1, 12]
+    kept = load_checkpoint(tmp_path / "best.pt")
+    assert kept["epoch"] == 7 and load_checkpoint(tmp_path / "last.pt")["epoch"] == 12
+    for name, value in kept["model"].items():
+        assert torch.equal(value, weights.by_epoch[7][name]), name
+    assert not torch.equal(kept["model"]["0.weight"], model.state_dict()["0.weight"])
