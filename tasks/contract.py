@@ -18,8 +18,9 @@ Three fields are required:
     the data decides (``num_classes=len(train_set.classes)``, a vocabulary size).
 ``step(model, batch, loss_fn) -> {"loss": tensor, ...}``
     One batch through the model. ``loss`` is what is minimised; every other 0-d tensor is
-    averaged over the epoch and logged (``acc``); a tensor with more dimensions is summed over
-    the epoch and handed to ``summarize`` (a confusion matrix). A task with ``parts`` also gets
+    averaged over the epoch and logged (``mae``); a tensor with more dimensions is summed over
+    the epoch and handed to ``summarize``, and so is a :class:`~torchcamp.trainer.metrics.Counts`
+    once counted (the classifiers' confusion matrix). A task with ``parts`` also gets
     ``phase=`` (the part being optimised).
 
 Everything else is optional; see each field's comment below.
