@@ -42,10 +42,11 @@ class EpochSums:
 
     Scalars (loss, accuracy) become batch-size-weighted means; tensors of one or more dimensions
     are summed as they are, and :class:`Counts` counted (both for ``summarize``, e.g. a
-    confusion matrix). A step only appends its
-    (detached) outputs to a list: they are summed together, in one stacked reduction on their
-    own device, every ``FOLD_EVERY`` steps and when the sums are read. So a step launches no
-    kernel and waits for no host copy just to be averaged, and memory stays bounded.
+    confusion matrix). A step only appends its (detached) outputs to a list: they are summed
+    together, in one stacked reduction on their own device, every ``FOLD_EVERY`` steps and when
+    the sums are read. So a step launches no kernel and waits for no host copy just to be
+    averaged (a ``bincount`` on a GPU reads its input's maximum: once per fold, not per step),
+    and memory stays bounded.
     """
 
     FOLD_EVERY = 256
