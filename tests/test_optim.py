@@ -312,3 +312,20 @@ def test_init_schemes_reinitialise_weights_and_zero_biases(scheme):
     if scheme == "orthogonal":
         weight = after["fc2.weight"]  # 84 x 120: orthonormal rows
         torch.testing.assert_close(weight @ weight.T, torch.eye(84), atol=1e-5, rtol=0)
+
+
+def test_on_a_gpu_sgd_adam_and_adamw_are_fused_unless_the_config_chooses():
+    """Fused on CUDA: the Trainer can then skip a NaN step on the device (no host read per
+    step); the decision alone, as there is no GPU here (the skip is tested in test_trainer)."""
+    from torchcamp.trainer.app.builders import fused_on_gpu, instantiate
+    from torchcamp.trainer.optimization import Optimization
+
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
+    assert fused_on_gpu(sgd, "cuda")["fused"] is True
+    assert fused_on_gpu({**sgd, "_target_": "torch.optim.AdamW"}, "cuda")["fused"] is True
+    assert "fused" not in fused_on_gpu(sgd, "cpu")
+    assert "fused" not in fused_on_gpu({**sgd, "foreach": True}, "cuda")  # a choice made
+    assert fused_on_gpu({**sgd, "fused": False}, "cuda")["fused"] is False
+    assert "fused" not in fused_on_gpu({**sgd, "_target_": "torch.optim.Adagrad"}, "cuda")
+    optimizer = instantiate(fused_on_gpu(sgd, "cuda"))([torch.nn.Parameter(torch.ones(2))])
+    assert Optimization(optimizer).skips_on_device

@@ -64,14 +64,32 @@ def build_model(node: Mapping[str, Any], task: Any, train_set: Any) -> nn.Module
 
 
 def build_optimizer(node: Mapping[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer over the trainable parameters, in the parameter groups the node asks for."""
+    """The optimizer over the trainable parameters, in the parameter groups the node asks for
+    (on a GPU the fused implementation where there is one: :func:`fused_on_gpu`)."""
     node = dict(node)
     no_decay, rules = node.pop("no_decay_bias_norm", False), node.pop("param_groups", [])
     if rules or no_decay:
         params = build_param_groups(model, node["lr"], node.get("weight_decay"), rules, no_decay)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
-    return call("optimizer", instantiate(node), params)
+    device = next((p.device.type for p in model.parameters()), "cpu")
+    return call("optimizer", instantiate(fused_on_gpu(node, device)), params)
+
+
+# The optimizers whose fused implementation runs on CUDA and skips a step on the device when
+# told to (GradScaler's found_inf): Adagrad's fused one is CPU-only.
+FUSED_ON_CUDA = ("torch.optim.SGD", "torch.optim.Adam", "torch.optim.AdamW")
+
+
+def fused_on_gpu(node: Mapping[str, Any], device_type: str) -> dict[str, Any]:
+    """``node`` with ``fused: true`` on CUDA for SGD, Adam and AdamW when it chooses neither
+    ``fused`` nor ``foreach``: one kernel for all parameters, and the Trainer's NaN/Inf check
+    can then skip a bad step on the device instead of reading the loss every step (a host
+    sync). Elsewhere, or with a choice made, ``node`` as it is."""
+    chosen = node.get("fused") is not None or node.get("foreach") is not None
+    if device_type != "cuda" or chosen or node.get("_target_") not in FUSED_ON_CUDA:
+        return dict(node)
+    return {**node, "fused": True}
 
 
 def build_optimizers(
