@@ -148,3 +148,61 @@ def test_an_empty_split_of_a_users_task_is_left_out_and_an_empty_train_split_ref
     code, _ = train_in_process(monkeypatch, tmp_path, *own, "data.empty=train", run_name="e")
     err = capsys.readouterr().err
     assert code == 2 and "gave no training samples" in err and "Traceback" not in err
+
+
+COUNTING_TASK = """
+import torch
+from torch.utils.data import TensorDataset
+
+from torchcamp.tasks import Task
+from torchcamp.trainer.metrics import Counts
+
+
+def build_datasets(root, *, seed, augment=True, skip_corrupt=False):
+    x = torch.linspace(-1, 1, 16).unsqueeze(1)
+    return {"train": TensorDataset(x, x[:, 0]), "val": TensorDataset(x[:8], x[:8, 0])}
+
+
+def step(model, batch, loss_fn):
+    x, y = batch
+    out = model(x).squeeze(1)
+    # How often the prediction has the target's sign: a 2 x 2 table, counted over the epoch.
+    cells = (y > 0).long() * 2 + (out > 0).long()
+    return {"loss": loss_fn(out, y), "signs": Counts(cells, (2, 2))}
+
+
+def summarize(counts):
+    signs = counts["signs"].double()
+    return {"sign_agreement": (signs.trace() / signs.sum()).item(), "samples": signs.sum().item()}
+
+
+TASK = Task(
+    build_datasets=build_datasets,
+    build_model=lambda factory, train: factory(),
+    step=step,
+    summarize=summarize,
+)
+"""
+COUNTING_CONFIG = """# @package _global_
+defaults:
+  - override /model: custom
+  - override /loss: mse
+task: {name: counting, module: counting}
+model: {_target_: torch.nn.Linear, in_features: 1, out_features: 1}
+data: {batch_size: 4}
+"""
+
+
+def test_a_users_task_counts_a_table_over_the_epoch_with_counts(tmp_path, monkeypatch, capsys):
+    """The step contract's Counts, from a task written outside the repository: the cells of
+    every step are counted into the epoch's table and handed to the task's summarize."""
+    (tmp_path / "counting.py").write_text(COUNTING_TASK)
+    (tmp_path / "configs" / "task").mkdir(parents=True)
+    (tmp_path / "configs" / "task" / "counting.yaml").write_text(COUNTING_CONFIG)
+    monkeypatch.delitem(sys.modules, "counting", raising=False)
+    own = ("--config-dir", "configs", "task=counting", "trainer.max_epochs=2")
+    code, run_dir = train_in_process(monkeypatch, tmp_path, *own, "trainer.monitor=val/loss")
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train/samples"] == 16 and metrics["val/samples"] == 8  # every sample once
+    assert 0 <= metrics["val/sign_agreement"] <= 1

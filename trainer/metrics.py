@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -128,13 +128,26 @@ class EpochSums:
         return {n: distributed.all_reduce_sum(t).cpu() for n, t in sorted(self.count_sums.items())}
 
 
-def step_scalars(outputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """A step's 0-d tensor outputs (loss and the like), detached: what is logged per step."""
-    return {
-        name: value.detach()
+def logged_step_scalars(
+    outputs: Mapping[str, Any], step_lrs: Mapping[str, float]
+) -> dict[str, torch.Tensor | float]:
+    """What a logger records at a logging step, the same for every logger: each 0-d output as
+    ``train/<name>_step`` (detached, still on its device) and each parameter group's lr as
+    ``lr/<group>`` (the one it just stepped with)."""
+    scalars: dict[str, torch.Tensor | float] = {
+        f"train/{name}_step": value.detach()
         for name, value in outputs.items()
         if isinstance(value, torch.Tensor) and value.ndim == 0
     }
+    return scalars | {f"lr/{group}": lr for group, lr in step_lrs.items()}
+
+
+def read_numbers(values: Sequence[torch.Tensor | float]) -> list[float]:
+    """``values`` (0-d tensors on one device, and numbers) as floats, the tensors copied to
+    the host in one read."""
+    tensors = [v.float() for v in values if isinstance(v, torch.Tensor)]
+    read = iter(torch.stack(tensors).tolist() if tensors else [])
+    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
 def batch_size(batch: Any) -> int:

@@ -23,7 +23,7 @@ from torchcamp.trainer.app.run_dir import NOT_THE_EXPERIMENT
 from torchcamp.trainer.app.tracking import reason
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.errors import UserError, first_line
-from torchcamp.trainer.metrics import step_scalars
+from torchcamp.trainer.metrics import logged_step_scalars, read_numbers
 from torchcamp.trainer.trainer import epoch_metrics
 
 log = logging.getLogger("torchcamp")
@@ -146,9 +146,7 @@ class MLflowLogger(Callback):
     def on_train_step_end(self, trainer: Any, outputs: Mapping[str, Any]) -> None:
         step = trainer.global_step
         if step % trainer.log_every_n_steps == 0:
-            scalars = {f"train/{n}_step": v for n, v in step_scalars(outputs).items()}
-            lrs = {f"lr/{g}": lr for g, lr in trainer.optimization.step_lrs.items()}
-            self._record(scalars | lrs, step)
+            self._record(logged_step_scalars(outputs, trainer.optimization.step_lrs), step)
 
     def on_save_checkpoint(self, trainer: Any) -> None:
         self._flush()  # what was logged up to this step is sent before its checkpoint is written
@@ -257,10 +255,11 @@ class MLflowLogger(Callback):
         """Buffer ``scalars`` at ``step``, but those the server has already (a continued run's
         steps that its killed predecessor sent after the checkpoint resumed)."""
         now = int(time.time() * 1000)
-        for name, value in scalars.items():
+        values = read_numbers(list(scalars.values()))  # one host read for the step's tensors
+        for name, value in zip(scalars, values, strict=True):
             key = mlflow_key(name)
             if step > self._sent_through.get(key, -1):
-                self._pending.append(Metric(key, float(value), now, step))
+                self._pending.append(Metric(key, value, now, step))
         if time.monotonic() - self._last_flush >= self.flush_secs:
             self._flush()
 

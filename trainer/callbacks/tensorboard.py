@@ -20,7 +20,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.extras import EpochSchedule
-from torchcamp.trainer.metrics import step_scalars
+from torchcamp.trainer.metrics import logged_step_scalars, read_numbers
 
 HISTOGRAM_BINS = 64
 # Per-step scalars are written as events at least this often (and after every epoch).
@@ -93,9 +93,8 @@ class TensorBoardLogger(Callback):
         if step % trainer.log_every_n_steps == 0:
             # Counts (a confusion matrix) are summed per epoch instead; the lrs are those each
             # parameter group just stepped with.
-            scalars = {f"train/{n}_step": v for n, v in step_scalars(outputs).items()}
-            lrs = {f"lr/{g}": lr for g, lr in trainer.optimization.step_lrs.items()}
-            self._step_scalars.append((step, scalars | lrs))
+            scalars = logged_step_scalars(outputs, trainer.optimization.step_lrs)
+            self._step_scalars.append((step, scalars))
             if time.monotonic() - self._written_at >= STEP_SCALARS_EVERY_SECONDS:
                 self._write_step_scalars()
 
@@ -221,14 +220,6 @@ class TensorBoardLogger(Callback):
         self._log_confusion(trainer, ("test",))  # train and val: after every epoch
         self._add_hparams_summary("end")
         self.writer.close()
-
-
-def read_numbers(values: Sequence[torch.Tensor | float]) -> list[float]:
-    """``values`` (0-d tensors on one device, and numbers) as floats, the tensors copied to
-    the host in one read."""
-    tensors = [v.float() for v in values if isinstance(v, torch.Tensor)]
-    read = iter(torch.stack(tensors).tolist() if tensors else [])
-    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
 def confusion_image(
