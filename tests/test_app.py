@@ -242,7 +242,7 @@ def test_a_second_train_of_the_same_run_is_refused_and_writes_nothing(tmp_path, 
     while background_cli.saved_step(last) < 1:
         assert first.poll() is None, first.communicate()
         time.sleep(0.05)
-    second = background_cli.start(tmp_path, *job, "resume=auto", "hydra.run.dir=outputs/b")
+    second = background_cli.start(tmp_path, *job, "resume=auto", "hydra.run.dir=outputs/a")
     _, err = second.communicate(timeout=120)
     still_training = first.poll() is None
     first.send_signal(signal.SIGTERM)
@@ -258,5 +258,6 @@ def test_a_second_train_of_the_same_run_is_refused_and_writes_nothing(tmp_path, 
     assert first.returncode == 3, first_err  # A stopped cleanly, by the signal, not by B
     assert (run_a / ".lock").read_text().startswith(f"pid {first.pid} on ")
     assert not list(run_a.rglob("*.tmp"))  # no half-written checkpoint
-    assert "continuing the run" not in (run_a / "train.log").read_text()  # B never got in
-    assert not (tmp_path / "outputs" / "b" / "checkpoints").exists()
+    # B was refused before Hydra wrote its .hydra/ files or a log line into A's directory.
+    assert "resume=auto" not in (run_a / ".hydra" / "overrides.yaml").read_text()
+    assert "continuing the run" not in (run_a / "train.log").read_text()

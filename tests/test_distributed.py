@@ -118,7 +118,7 @@ def test_ddp_stopped_by_a_signal_mid_epoch_resumes_where_it_stopped(
     assert err.strip().splitlines()[-1].startswith("stopped: stopped by SIGTERM: every rank")
     stopped = json.loads((runs / "a/metrics.json").read_text())
     assert stopped["status"] == "interrupted" and 5 <= stopped["global_step"] < 16
-    run_cli(*job, f"hydra.run.dir={runs}/b")
+    run_cli(*job, f"hydra.run.dir={runs}/a")
     resumed = json.loads((runs / "a/metrics.json").read_text())  # the run continued in place
     assert straight.metrics["status"] == resumed["status"] == "early_stopped"
     assert straight.metrics["epoch"] == resumed["epoch"] == 2 and resumed["global_step"] == 16

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_in_process
+from conftest import CUSTOM_MODEL_MODULE, CUSTOM_MODEL_SOURCE, train_in_process
 
 from torchcamp.datasets.names import PAD_INDEX
 from torchcamp.tasks.models import LeNet
@@ -257,3 +258,40 @@ def test_the_console_script_answers_help_without_importing_torch(tmp_path):
     assert "export-model ckpt=PATH" in result.stdout and "format=onnx" in result.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
     assert "torch" not in imported
+
+
+def test_a_run_moved_elsewhere_exports_its_users_model_from_any_folder(
+    tmp_path, monkeypatch, capsys
+):
+    """The run records where model._target_'s module was imported from; copied to another
+    folder and exported from a third, it imports the module from there (saying so), and names
+    the file in one line once it is gone."""
+    project, archive, elsewhere = (tmp_path / name for name in ("project", "archive", "other"))
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / f"{CUSTOM_MODEL_MODULE}.py").write_text(CUSTOM_MODEL_SOURCE)
+    model = ("model=custom", f"model._target_={CUSTOM_MODEL_MODULE}.TinyNet")
+    code, run_dir = train_in_process(monkeypatch, project, "task=rmb", *model, *FAST)
+    assert code == 0, capsys.readouterr().err
+    shutil.copytree(run_dir, archive / "run")
+    shutil.rmtree(run_dir)
+    monkeypatch.chdir(elsewhere)
+
+    def not_importable_here() -> None:
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (str(project), "")])
+        monkeypatch.delitem(sys.modules, CUSTOM_MODEL_MODULE, raising=False)
+
+    not_importable_here()
+    best = archive / "run" / "checkpoints" / "best.pt"
+    code, _, err = run_export(monkeypatch, capsys, f"ckpt={best}", "format=torchscript")
+    assert code == 0, err
+    assert f"importing it from {project / CUSTOM_MODEL_MODULE}.py, where the run found it" in err
+    described = json.loads(best.with_name("best.torchscript.pt.json").read_text())
+    assert described["verification"]["verified"]
+
+    (project / f"{CUSTOM_MODEL_MODULE}.py").rename(project / "renamed.py")
+    not_importable_here()
+    code, _, err = run_export(monkeypatch, capsys, f"ckpt={best}", "format=torchscript")
+    assert f"the run imported it from {project / CUSTOM_MODEL_MODULE}.py, which is not there" in (
+        one_error(code, err)
+    )

@@ -256,7 +256,7 @@ def test_a_killed_run_resumed_continues_its_mlflow_run_with_no_step_twice(
     # second, then the pid: the continuation's file must not sort before the killed run's.
     (killed_events,) = (first / "tb").glob("events.out.tfevents.*")
     time.sleep(max(0.0, int(killed_events.name.split(".")[3]) + 1 - time.time()))
-    run_in_process(*job)  # continues `first`: resume=auto finds its last.pt
+    run_in_process(*job, f"hydra.run.dir={first}")  # continues `first`, in its directory
 
     run = only_run(client, "killed")
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"

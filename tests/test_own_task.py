@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,27 @@ def test_the_readme_example_trains_evaluates_predicts_and_resumes(tmp_path, monk
     records = [json.loads(line) for line in predicted]
     assert [r["features"] for r in records] == [[3.0, 10.0], [5.0, 40.0]]
     assert all(isinstance(r["prediction"], float) for r in records)
+
+    # The run copied to another folder, used from a third one where regression.py is not:
+    # the checkpoint says where the run imported it from, and it is imported from there.
+    archive, elsewhere = tmp_path.parent / f"{tmp_path.name}-archive", tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "first", archive / "first")
+    original = {p: p.read_bytes() for p in (tmp_path / "first").rglob("*") if p.is_file()}
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (str(tmp_path), "")])
+    monkeypatch.delitem(sys.modules, "regression")
+    moved = archive / "first" / "checkpoints"
+    data = f"data.root={tmp_path / 'houses.csv'}"
+    evaluated = json.loads(command(cli.evaluate_main, f"ckpt={moved / 'best.pt'}", data))
+    assert evaluated["status"] == "evaluated" and evaluated["checkpoint"].startswith(str(archive))
+    # ... and continues there, in its new folder (the copy left where it was untouched).
+    continued = [f"resume={moved / 'last.pt'}", f"hydra.run.dir={archive / 'first'}"]
+    command(cli.main, "--config-dir", str(tmp_path / "configs"), *own[2:], *continued, data,
+            "trainer.max_epochs=5")  # fmt: skip
+    resumed = json.loads((archive / "first" / "metrics.json").read_text())
+    assert resumed["status"] == "resumed" and resumed["epoch"] == 5
+    assert {p: p.read_bytes() for p in (tmp_path / "first").rglob("*") if p.is_file()} == original
 
 
 TINY_TASK = """

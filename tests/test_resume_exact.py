@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -104,19 +105,36 @@ def test_sigkill_at_any_step_then_resume_auto_is_bit_identical(
     tmp_path, unbroken, background_cli, num_workers, kill_steps
 ):
     workers = f"data.num_workers={num_workers}"
-    first_dir = tmp_path / "attempt0"
-    for attempt, step in enumerate(kill_steps):
-        process = start(background_cli, tmp_path, f"attempt{attempt}", workers)
-        last = first_dir / "checkpoints" / "last.pt"
+    run_dir = tmp_path / "run"
+    for step in kill_steps:  # the same command each time, as a requeued job runs it
+        process = start(background_cli, tmp_path, "run", workers)
+        last = run_dir / "checkpoints" / "last.pt"
         background_cli.signal_at_step(process, last, step, signal.SIGKILL)
         process.wait(timeout=60)
         assert process.returncode == -signal.SIGKILL
-    process = start(background_cli, tmp_path, "final", workers)
+    process = start(background_cli, tmp_path, "run", workers)
     _out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
-    # Every attempt continued the first run in place: its directory holds the whole run.
-    assert_same_run(first_dir, unbroken)
-    assert "early stopping at epoch 3" in (first_dir / "train.log").read_text()
+    # Every attempt continued the run in its directory, which holds the whole run.
+    assert_same_run(run_dir, unbroken)
+    assert "early stopping at epoch 3" in (run_dir / "train.log").read_text()
+
+
+def test_a_killed_run_moved_to_another_folder_resumes_there_bit_identical(
+    tmp_path, unbroken, background_cli
+):
+    # Nothing in a checkpoint needs the folder it was written in: a run killed in one place,
+    # moved (rsync, an archive), continues from its new place under another output_root.
+    process = start(background_cli, tmp_path, "here")
+    background_cli.signal_at_step(process, tmp_path / "here/checkpoints/last.pt", 9, signal.SIGKILL)
+    process.wait(timeout=60)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.move(tmp_path / "here", elsewhere / "run")
+    process = start(background_cli, elsewhere, "run")
+    _out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert_same_run(elsewhere / "run", unbroken)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
@@ -136,7 +154,7 @@ def test_stop_signal_checkpoints_at_a_step_boundary_and_exits_3(
     assert background_cli.saved_step(run_dir / "checkpoints" / "last.pt") == stopped["global_step"]
     if signum != signal.SIGTERM:
         return  # the same state as SIGTERM's: one continued run is enough
-    process = start(background_cli, tmp_path, "continued")
+    process = start(background_cli, tmp_path, "stopped")
     _out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert_same_run(run_dir, unbroken)

@@ -89,9 +89,10 @@ def test_an_early_stopped_run_says_so_and_is_not_trained_again(run_in_process, t
     log = (result.run_dir / "train.log").read_text()
     assert "early stopping at epoch 2: val/acc has not improved by more than min_delta=2" in log
     assert "the best was" in log
-    # resume=auto finds it finished: nothing to train.
-    again = run_in_process(*args)
-    assert again.metrics["status"] == "skipped" and again.metrics["epoch"] == 2
+    # resume=auto in its directory finds it finished: nothing to train, its record kept.
+    again = run_in_process(*args, f"hydra.run.dir={result.run_dir}")
+    assert "finished this run already (epoch 2)" in again.stdout
+    assert again.metrics == metrics
 
 
 def test_early_stopping_is_off_by_default_and_its_keys_are_checked(run_in_process):
@@ -120,6 +121,7 @@ def test_time_limit_stops_tests_and_resumes_with_a_larger_limit(run_in_process, 
     assert last["global_step"] == stopped["global_step"]  # last.pt holds where it stopped
     assert "time limit:" in (first.run_dir / "train.log").read_text()
     # The same limit again: counted across resumes, it is used up, so no step is trained.
+    job = (*job, f"hydra.run.dir={first.run_dir}")  # the same command again: the same run
     again = run_in_process(*job, "trainer.max_time=00:00:01")
     assert json.loads((first.run_dir / "metrics.json").read_text())["status"] == "time_limit"
     assert again.metrics["global_step"] == stopped["global_step"]

@@ -36,14 +36,17 @@ def test_rerunning_an_interrupted_sweep_with_resume_auto_finishes_it(tmp_path, b
         ("1", "interrupted"),
     ]
 
-    # The same command again: job 0 is not trained again, job 1 continues where it stopped,
+    # The same command again, in a new dated sweep directory (as Hydra's default names them):
+    # resume=auto searches, so job 0 is not trained again, job 1 continues where it stopped,
     # job 2 fails without stopping the sweep, and the exit code says a job failed.
-    process = background_cli.start(tmp_path, *SWEEP, "hydra.sweep.dir=outputs/second")
+    dated = "hydra.sweep.dir=outputs/second/${now:%H-%M-%S-%f}"
+    process = background_cli.start(tmp_path, *SWEEP, dated)
     _out, err = process.communicate(timeout=300)
     assert process.returncode == 4, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: sweep jobs 2 failed")
-    rows = summary(tmp_path / "outputs" / "second")
+    (second,) = (tmp_path / "outputs" / "second").iterdir()
+    rows = summary(second)
     assert [(row["job"], row["status"]) for row in rows] == [
         ("0", "skipped"),
         ("1", "resumed"),
@@ -52,4 +55,4 @@ def test_rerunning_an_interrupted_sweep_with_resume_auto_finishes_it(tmp_path, b
     assert rows[0]["run_dir"].endswith("first/0") and rows[1]["run_dir"].endswith("first/1")
     assert "optimizer.lr=-1 is not allowed" in rows[2]["error"]
     assert rows[1]["global_step"] == rows[0]["global_step"] == "32"
-    assert not (tmp_path / "outputs" / "second" / "0" / "checkpoints").exists()  # nothing retrained
+    assert not (second / "0" / "checkpoints").exists()  # nothing retrained

@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
+import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+import sysconfig
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from torchcamp.trainer.errors import UserError, first_line
+
+log = logging.getLogger("torchcamp")
+
+# sysconfig's folders of installed and standard-library modules: nothing to record there.
+INSTALLED_PATHS = ("purelib", "platlib", "stdlib", "platstdlib")
+
+# Module name -> the file a checkpoint's run imported it from, where that file is gone: named
+# in the error when the module cannot be imported here either.
+_gone: dict[str, str] = {}
 
 
 def import_model_target(path: str) -> Callable[..., Any]:
@@ -88,12 +101,86 @@ def import_user_module(setting: str, module_name: str) -> Any:
         if not _is_module_or_parent(error.name, module_name):  # one of its own imports
             raise _import_failed(setting, module_name, error) from error
         file = module_name.replace(".", "/") + ".py"
+        gone = _gone.get(module_name)
+        where = f"; the run imported it from {gone}, which is not there" if gone else ""
         raise UserError(
-            f"{setting}: cannot import {module_name} ({first_line(error)}): put "
+            f"{setting}: cannot import {module_name} ({first_line(error)}{where}): put "
             f"{file} in the working directory or install it"
         ) from None
     except Exception as error:  # SyntaxError, or anything the module runs when imported
         raise _import_failed(setting, module_name, error) from error
+
+
+def code_locations(modules: Mapping[str, str], run_dir: Path) -> list[dict[str, str]]:
+    """Where each of the user's modules (``{setting: module name}``, e.g. ``{"task.module":
+    "regression"}``) is imported from, for a checkpoint to record: the folder on ``sys.path``
+    that holds it, as an absolute path and relative to ``run_dir`` (a project folder moved whole,
+    runs and code, still finds it), and the module's file inside that folder. Installed
+    modules (torchcamp's, torch's) and names that do not import are left out."""
+    installed = {Path(sysconfig.get_paths()[key]).resolve() for key in INSTALLED_PATHS}
+    recorded = []
+    for setting, name in modules.items():
+        file = _module_file(name) if name and not name.startswith("torchcamp.") else None
+        if file is None:
+            continue
+        depth = name.count(".") + (file.name == "__init__.py")
+        root = file.parents[depth]
+        if root in installed:
+            continue
+        recorded.append(
+            {
+                "setting": setting,
+                "module": name,
+                "root": str(root),
+                "root_from_run": os.path.relpath(root, run_dir.resolve()),
+                "path": file.relative_to(root).as_posix(),
+            }
+        )
+    return recorded
+
+
+def use_recorded_code(recorded: Sequence[Mapping[str, str]], checkpoint: Path) -> None:
+    """Make the user's modules that ``checkpoint``'s run imported (:func:`code_locations`)
+    importable here when they are not already (``evaluate``, ``predict``, a resume from another
+    working directory): their folder goes last on ``sys.path``, so the working directory and
+    installed packages still come first. Only folders that hold the recorded file are added;
+    where none does, the error on import names the file the run used."""
+    run_dir = checkpoint.resolve().parent.parent
+    for entry in recorded:
+        name = entry["module"]
+        if _module_file(name) is not None:
+            continue
+        roots = [Path(entry["root"]), run_dir / entry["root_from_run"]]
+        found = next((r.resolve() for r in roots if (r / entry["path"]).is_file()), None)
+        if found is None:
+            _gone[name] = str(Path(entry["root"]) / entry["path"])
+            continue
+        if str(found) not in sys.path:
+            sys.path.append(str(found))
+        log.info(
+            "%s=%s: not importable from %s; importing it from %s, where the run found it",
+            entry["setting"],
+            name,
+            os.getcwd(),
+            found / entry["path"],
+        )
+
+
+def _module_file(name: str) -> Path | None:
+    """The file module ``name`` is (or would be) imported from, the working directory on the
+    path; None if it is not importable."""
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            with _working_directory_on_path():
+                importlib.invalidate_caches()
+                spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # a missing parent package, a bad name
+            spec = None
+        origin = spec.origin if spec is not None else None
+    else:
+        origin = getattr(module, "__file__", None)
+    return Path(origin).resolve() if origin and os.path.isfile(origin) else None
 
 
 def _import_failed(setting: str, module_name: str, error: BaseException) -> UserError:

@@ -22,15 +22,21 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from torchcamp.trainer.app import help as help_text
 from torchcamp.trainer.app import sweep
 from torchcamp.trainer.app.logs import configure_logging
 from torchcamp.trainer.app.messages import one_line, user_message
-from torchcamp.trainer.app.run_dir import write_metrics
+from torchcamp.trainer.app.run_dir import (
+    RunDirectory,
+    RunDirectoryTaken,
+    check_directory_free,
+    write_metrics,
+)
 from torchcamp.trainer.errors import (
     EXIT_INTERRUPTED,
     EXIT_SWEEP_FAILED,
@@ -60,6 +66,8 @@ def main() -> None:
     if any(arg in ("--help", "-h") for arg in args):
         exit_on_errors(help_text.print_train_help, [a for a in args if a not in ("--help", "-h")])
         return
+    sweep.failed_jobs.clear()  # a process may run several commands: a notebook, the tests
+    sweep.refused_jobs.clear()
     exit_on_errors(_hydra_main)
     if sweep.failed_jobs:
         print(
@@ -111,6 +119,11 @@ def _sweep_job(train: Callable[[DictConfig], dict], cfg: DictConfig) -> dict[str
     except TrainingInterrupted:
         sweep.write_summary(Path(HydraConfig.get().sweep.dir))  # Hydra's job-end callback won't
         raise
+    except RunDirectoryTaken as error:  # its directory's metrics.json is the other run's
+        job = Path(HydraConfig.get().runtime.output_dir)
+        print(f"error: job {job.name} failed: {user_message(error)}", file=sys.stderr)
+        sweep.refused_jobs.append(job.name)
+        return None
     except Exception as error:
         _record_failed_job(Path(HydraConfig.get().runtime.output_dir), error)
         return None
@@ -176,6 +189,36 @@ def exit_on_errors(command: Callable[..., Any], *args: Any) -> Any:
         # Point stdout at /dev/null, or flushing it at exit fails once more, with a message.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+
+
+class RunDirectoryGuard(Callback):
+    """Hydra callback: :func:`check_directory_free` before Hydra creates the run's directory
+    and writes its ``.hydra/`` files and log into it (too late once the job runs). A multirun
+    is refused whole when any job directory under its ``hydra.sweep.dir`` holds a run, unless
+    it is ``resume=auto``. Hydra turns an exception in a callback into a warning and goes on,
+    so a refusal ends the process here: one line, exit 2.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        resume = OmegaConf.select(config, "resume")
+        exit_on_errors(check_directory_free, Path(config.hydra.run.dir), resume)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if OmegaConf.select(config, "resume") == "auto" or not sweep_dir.is_dir():
+            return
+        taken = [
+            d.parent
+            for d in sorted(sweep_dir.glob("**/.hydra"))
+            if RunDirectory(d.parent).held_run()
+        ]
+        if taken:
+            jobs = ", ".join(str(d.relative_to(sweep_dir)) for d in taken)
+            _fail(
+                f"{sweep_dir} already holds the runs of a sweep (job directories {jobs}): "
+                "continue that sweep with resume=auto, start this one in another directory "
+                f"(hydra.sweep.dir=...), or delete {sweep_dir} to start over there"
+            )
 
 
 def _raised_in_hydra(error: BaseException) -> bool:

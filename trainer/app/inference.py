@@ -18,6 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from torchcamp.tasks.models.custom import use_recorded_code
 from torchcamp.trainer import inference
 from torchcamp.trainer.app.assembly import build_loss, build_model, build_optimizers, load_task
 from torchcamp.trainer.app.data import (
@@ -144,7 +145,8 @@ def checkpoint_model(
 
 
 def read_checkpoint(ckpt: str | None) -> tuple[Path, dict[str, Any]]:
-    """The ``ckpt=`` path and its state, checked to be a checkpoint that ``train`` wrote."""
+    """The ``ckpt=`` path and its state, checked to be a checkpoint that ``train`` wrote; the
+    user's own modules its run imported are found where the run found them, if not here."""
     if not ckpt:
         raise UserError("no checkpoint: give ckpt=outputs/DATE/TIME/checkpoints/best.pt")
     path = Path(ckpt)
@@ -155,6 +157,7 @@ def read_checkpoint(ckpt: str | None) -> tuple[Path, dict[str, Any]]:
     state = load_checkpoint(path)
     if not isinstance(state.get("config"), dict):
         raise UserError(f"checkpoint {path} holds no config: use a checkpoint that train wrote")
+    use_recorded_code((state.get("meta") or {}).get("code") or [], path)
     return path, state
 
 

@@ -92,6 +92,23 @@ class RunDirectory:
         finished = status == "early_stopped" or (status in FINISHED and epoch >= max_epochs)
         return metrics if finished else None
 
+    def held_run(self) -> str | None:
+        """What shows that this directory holds a run already, for a message (its checkpoint
+        files, its ``metrics.json`` and status); None when it holds none. A run killed before
+        its first checkpoint left neither: nothing of it is worth keeping from a new run."""
+        files = sorted(p.name for p in self.checkpoints.glob("*.pt"))
+        held = []
+        if files:
+            more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+            held.append(f"checkpoints/{', '.join(files[:3])}{more}")
+        if self.metrics_file.is_file():
+            try:
+                status = json.loads(self.metrics_file.read_text()).get("status")
+            except (OSError, ValueError, AttributeError):
+                status = None
+            held.append(f"metrics.json, status {status}" if status else "metrics.json")
+        return "; ".join(held) or None
+
     def remove_outputs(self, keep: Sequence[str]) -> None:
         """Remove every file and folder of the run but those named in ``keep``."""
         if not self.path.is_dir():  # the run failed before it wrote anything
@@ -121,11 +138,7 @@ class RunDirectory:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 256).decode(errors="replace").strip() or "another process"
-                raise UserError(
-                    f"run {self.path} is being trained by {holder}: one process trains a run at "
-                    "a time. Wait for it to end (or stop it), then resume=auto"
-                ) from None
+                raise self._held_by(fd) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
             _held_locks.add(fd)
@@ -135,6 +148,26 @@ class RunDirectory:
                 _held_locks.discard(fd)
         finally:
             os.close(fd)
+
+    def check_not_held(self) -> None:
+        """Refuse (:class:`UserError`) when another process holds :meth:`lock`; takes nothing."""
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:  # no lock file: no run has trained here
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._held_by(fd) from None
+        finally:
+            os.close(fd)  # drops the shared lock, if taken
+
+    def _held_by(self, fd: int) -> UserError:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+        return UserError(
+            f"run {self.path} is being trained by {holder}: one process trains a run at a "
+            "time. Wait for it to end (or stop it), then resume=auto"
+        )
 
 
 # The lock fds this process holds. A forked child (a DataLoader worker) would share the lock
@@ -150,6 +183,31 @@ def _release_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_release_in_child)
+
+
+class RunDirectoryTaken(UserError):
+    """A new run was asked for in a directory that holds another run."""
+
+
+def check_directory_free(run_dir: Path, resume: str | None, key: str = "hydra.run.dir") -> None:
+    """Refuse a new run in ``run_dir`` when it holds another run's checkpoints or metrics, and
+    any run there while another process trains it (:meth:`RunDirectory.lock`): one line naming
+    what is there and the ways on, before anything is written. ``resume=auto`` may
+    continue the run there (train.py checks that it is the same experiment), and so may
+    ``resume=`` its own ``last.pt``; any other resume would start a new run over it."""
+    directory = RunDirectory(Path(run_dir).resolve())
+    directory.check_not_held()
+    if resume == "auto":
+        return
+    continued = RunDirectory.continued_by(Path(resume)) if resume else None
+    if continued is not None and continued.path == directory.path:
+        return
+    held = directory.held_run()
+    if held:
+        raise RunDirectoryTaken(
+            f"{run_dir} already holds a run ({held}): continue it with resume=auto, start this "
+            f"one in another directory ({key}=...), or delete {run_dir} to start over there"
+        )
 
 
 def write_metrics(metrics: dict[str, Any], run_dirs: Iterable[Path]) -> None:
@@ -173,7 +231,7 @@ def newest_resumable(
     """
     from torchcamp.trainer.checkpoint import load_checkpoint  # torch: not for --help
 
-    wanted = _comparable(overrides)
+    wanted = comparable_overrides(overrides)
     candidates = []
     for last in Path(output_root).glob("**/checkpoints/last.pt"):
         hydra_dir = last.parent.parent / ".hydra"
@@ -183,7 +241,7 @@ def newest_resumable(
         except (OSError, yaml.YAMLError):
             continue
         run_task = (run_config.get("task") or {}).get("name")
-        if run_task == task_name and _comparable(run_overrides) == wanted:
+        if run_task == task_name and comparable_overrides(run_overrides) == wanted:
             candidates.append(last)
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
@@ -202,12 +260,13 @@ def find_resume_checkpoint(
 
 
 # Keys that do not make another experiment: the run to continue, the training-time budget
-# (a run stopped by its time limit continues with a larger one), and how often the views and
-# pictures are drawn.
-NOT_THE_EXPERIMENT = ("resume", "trainer.max_time", "trainer.extras_budget")
+# (a run stopped by its time limit continues with a larger one), how often the views and
+# pictures are drawn, and the folder runs are kept in (a run moved elsewhere is the same run).
+NOT_THE_EXPERIMENT = ("resume", "trainer.max_time", "trainer.extras_budget", "output_root")
 
 
-def _comparable(overrides: Sequence[str]) -> frozenset[str]:
+def comparable_overrides(overrides: Sequence[str]) -> frozenset[str]:
+    """The overrides that make an experiment: all but :data:`NOT_THE_EXPERIMENT`'s keys."""
     return frozenset(
         o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in NOT_THE_EXPERIMENT
     )

@@ -73,7 +73,12 @@ class Settings:
     arguments (for ``resume=auto``), ``choices`` the option picked in each group (``loss:
     focal``), ``config`` the whole resolved config (stored in checkpoints, shown in
     TensorBoard's HParams), ``sweep`` a multirun job's sweep directory and job number
-    (``{"dir": ..., "job": 3}``; None outside a sweep).
+    (``{"dir": ..., "job": 3}``; None outside a sweep). ``dated_run_dir`` says whether the run
+    directory is named by the time it started (Hydra's default ``outputs/DATE/TIME``): only then
+    does ``resume=auto`` search ``output_root``; a directory the user named is its own run's.
+    ``code_paths`` are folders the user's own modules were imported from when the checkpoint
+    being continued was written, tried when they are not importable from here
+    (:func:`~torchcamp.tasks.models.custom.use_recorded_code`).
     """
 
     task: TaskSettings
@@ -97,6 +102,8 @@ class Settings:
     fast_dev_run: bool = False  # keep only train.log and metrics.json at the end
     overfit_batches: int | float = 0  # > 0: train and validate on the first train batches
     sweep: dict[str, Any] | None = None
+    dated_run_dir: bool = True
+    code_paths: list[dict[str, str]] = field(default_factory=list)
 
 
 def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Settings:
@@ -135,6 +142,7 @@ def read_settings(cfg: DictConfig, run_dir: str | Path | None = None) -> Setting
         fast_dev_run=config["trainer"].get("fast_dev_run", False),
         overfit_batches=config["trainer"].get("overfit_batches", 0),
         sweep=hydra.get("sweep"),
+        dated_run_dir=run_dir is None and hydra.get("dated_run_dir", True),
     )
 
 
@@ -171,13 +179,13 @@ def _hydra_info(cfg: DictConfig) -> dict[str, Any]:
     """This run's directory, command-line overrides and group choices, where Hydra knows them;
     in a multirun also the sweep's directory and this job's number (read here, while Hydra's
     runtime config exists: DDP ranks and the trackers that tag runs with them have none)."""
-    sweep = None
+    sweep, pattern_key = None, "run.dir"
     if HydraConfig.initialized():
         hydra = HydraConfig.get()
         run_dir = hydra.runtime.output_dir
         overrides, choices = hydra.overrides.task, hydra.runtime.choices
         if hydra.mode == RunMode.MULTIRUN:
-            sweep = {"dir": str(hydra.sweep.dir), "job": hydra.job.num}
+            sweep, pattern_key = {"dir": str(hydra.sweep.dir), "job": hydra.job.num}, "sweep.dir"
     elif "hydra" in cfg:  # composed with return_hydra_config=True (Hydra's compose API)
         hydra = cfg.hydra
         run_dir = hydra.run.dir if OmegaConf.select(hydra, "run.dir") else None
@@ -190,7 +198,16 @@ def _hydra_info(cfg: DictConfig) -> dict[str, Any]:
         "overrides": list(overrides),
         "choices": dict(choices),
         "sweep": sweep,
+        "dated_run_dir": _names_a_time(hydra, pattern_key),
     }
+
+
+def _names_a_time(hydra: DictConfig, key: str) -> bool:
+    """Is Hydra's ``run.dir`` (``sweep.dir`` in a multirun) a pattern with the time in it, as
+    the default ``${output_root}/${now:%Y-%m-%d}/${now:%H-%M-%S}`` is? Read unresolved: each
+    invocation gets a new directory from such a pattern, so a run is found by searching."""
+    pattern = OmegaConf.to_container(OmegaConf.select(hydra, key.rpartition(".")[0]))
+    return "${now:" in str(pattern.get(key.rpartition(".")[2]))
 
 
 def _settings(cls: type, values: dict[str, Any], group: str) -> Any:

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # The jobs of the last sweep that failed (their numbers), for the CLI's exit code.
 failed_jobs: list[str] = []
+# Jobs refused because their directory holds another run (whose metrics.json stays as it is).
+refused_jobs: list[str] = []
 
 # Overrides that repeat a job rather than change it: summary_grouped.csv averages over them.
 REPEAT_KEYS = frozenset({"seed", "data.fold"})
@@ -55,7 +57,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        failed_jobs[:] = [row["job"] for row in rows if row["status"] in ("failed", "unfinished")]
+        failed = [row["job"] for row in rows if row["status"] in ("failed", "unfinished")]
+        failed_jobs[:] = failed + [job for job in refused_jobs if job not in failed]
+        refused_jobs.clear()
         log.info("sweep summary: %s", sweep_dir / "summary.csv")
         monitor = OmegaConf.select(config, "trainer.monitor")
         for line in grouped_lines(sweep_dir / "summary_grouped.csv", monitor):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchcamp.trainer.app.assembly import RunContext
 from torchcamp.trainer.app.callbacks import flatten
+from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -71,8 +72,9 @@ def mlflow_logger(
         uri,
         experiment_id(client, name, source),
         run.directory.path,
-        # An earlier run's directory, not this invocation's own: that run goes on (resume).
-        continued=run.directory.path.resolve() != Path(run.settings.run_dir).resolve(),
+        # A run's own last.pt resumed (in its directory, named or not): that run goes on.
+        continued=bool(run.settings.resume)
+        and RunDirectory.continued_by(Path(run.settings.resume)) is not None,
         run_name=run_name or default_run_name(run),
         params=run.settings.choices | flatten(run.settings.config),
         tags=run_tags(run),

@@ -13,18 +13,27 @@ import logging
 import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from torchcamp.tasks.models.custom import code_locations, use_recorded_code
 from torchcamp.trainer import distributed
 from torchcamp.trainer.app.assembly import RunContext, build_context, build_trainer, load_task
 from torchcamp.trainer.app.callbacks import build_callbacks
 from torchcamp.trainer.app.ddp import launch_ddp
 from torchcamp.trainer.app.logs import also_logging_to
 from torchcamp.trainer.app.process import setup_process
-from torchcamp.trainer.app.run_dir import RunDirectory, newest_resumable, write_metrics
+from torchcamp.trainer.app.run_dir import (
+    RunDirectory,
+    RunDirectoryTaken,
+    check_directory_free,
+    comparable_overrides,
+    newest_resumable,
+    write_metrics,
+)
 from torchcamp.trainer.app.settings import Settings, read_settings
 from torchcamp.trainer.app.signatures import check_targets
 from torchcamp.trainer.callbacks import run_callbacks
@@ -49,30 +58,48 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     process per device, unless torchrun or SLURM started this one as a rank.
     """
     settings = read_settings(cfg, run_dir)
-    check_targets(settings, load_task(settings))
-    if settings.device.strategy == "ddp" and not distributed.launched_externally():
-        return launch_ddp(settings, run_training)
-    return run_training(settings)
-
-
-def run_training(settings: Settings) -> dict[str, Any]:
-    """This process's part of the run (under DDP, one rank's; only rank 0 writes files)."""
-    device, gpus = setup_process(settings)
-    is_main = distributed.rank() == 0
-    meta = {
-        "task": settings.task.name,
-        "choices": settings.choices,
-        "overrides": settings.overrides,
-    }
     if settings.fast_dev_run and settings.resume is not None:
         raise UserError(
             "debug=fast_dev_run (trainer.fast_dev_run=true) runs one batch in a fresh run and "
             f"removes its files: drop resume={settings.resume}"
         )
-    resume = resume_checkpoint(settings, meta)  # a wrong or foreign checkpoint fails at once
+    key = "hydra.sweep.dir" if settings.sweep else "hydra.run.dir"
+    check_directory_free(settings.run_dir, settings.resume, key)
+    # Found once, before any rank starts: the ranks then read the same file.
+    resume = resume_checkpoint(settings, run_meta(settings))
+    settings = replace(settings, resume=str(resume[0]) if resume else None)
+    check_targets(settings, load_task(settings))
+    if settings.device.strategy == "ddp" and not distributed.launched_externally():
+        return launch_ddp(settings, run_training)
+    return run_training(settings, resume)
+
+
+def run_meta(settings: Settings) -> dict[str, Any]:
+    """What every checkpoint records about the run besides its state: the task, the group
+    choices, the command line's overrides (``resume=auto`` matches them) and where the user's
+    own modules were imported from (``evaluate`` elsewhere imports them from there)."""
+    model_target = str(settings.model.get("_target_") or "").rpartition(".")[0]
+    modules = {"task.module": settings.task.module, "model._target_": model_target}
+    return {
+        "task": settings.task.name,
+        "choices": settings.choices,
+        "overrides": settings.overrides,
+        "code": code_locations(modules, settings.run_dir),
+    }
+
+
+def run_training(settings: Settings, resume: Checkpoint | None = None) -> dict[str, Any]:
+    """This process's part of the run (under DDP, one rank's; only rank 0 writes files).
+    ``resume``: the checkpoint ``settings.resume`` names, where the caller has read it."""
+    device, gpus = setup_process(settings)
+    is_main = distributed.rank() == 0
+    if resume is None and settings.resume is not None:  # a DDP rank: the file train() found
+        resume = read_resume(Path(settings.resume))
     own = RunDirectory(settings.run_dir)
     continued = RunDirectory.continued_by(resume[0] if resume else None)
     directory = continued or own
+    # The code locations relative to the directory the run lives in (a continued run's own).
+    meta = run_meta(replace(settings, run_dir=directory.path))
     with _held_by_this_run(directory, is_main):
         if continued is not None:
             finished = continued.finished_metrics(
@@ -86,18 +113,24 @@ def run_training(settings: Settings) -> dict[str, Any]:
                     finished["epoch"],
                 )
                 metrics = finished | {"status": "skipped", "run_dir": str(continued.path)}
-                if is_main:
+                if is_main and not _same_directory(continued, own):  # keep the run's own record
                     write_metrics(metrics, [own.path])
                 return metrics
             log.info(
                 "continuing the run in %s (its checkpoints, TensorBoard files, log)", directory.path
             )
-        with also_logging_to(directory.log_file if continued and is_main else None):
+        # Hydra logs to this invocation's train.log: a run continued elsewhere gets its own too.
+        elsewhere = continued is not None and not _same_directory(continued, own)
+        with also_logging_to(directory.log_file if elsewhere and is_main else None):
             try:
                 return _fit(settings, directory, own, resume, meta, device, gpus)
             finally:
                 if settings.fast_dev_run and is_main:
                     directory.remove_outputs(keep=("train.log", "metrics.json", ".hydra"))
+
+
+def _same_directory(a: RunDirectory, b: RunDirectory) -> bool:
+    return a.path.resolve() == b.path.resolve()
 
 
 def _fit(
@@ -120,7 +153,7 @@ def _fit(
     trainer = build_trainer(run, gpus, callbacks)
     if resume is not None:
         restore(trainer, *resume)
-    written = {directory.path, own.path} if run.is_main else set()
+    written = {directory.path.resolve(), own.path.resolve()} if run.is_main else set()
     summary = {
         "run_dir": str(directory.path),
         "resumed_from": str(resume[0]) if resume else None,
@@ -217,8 +250,10 @@ def _held_by_this_run(directory: RunDirectory, is_main: bool) -> Iterator[None]:
 
 
 def resume_checkpoint(settings: Settings, meta: dict[str, Any]) -> Checkpoint | None:
-    """The checkpoint to resume (``resume=PATH`` or ``auto``) and its state, checked to be of
-    this task and model; None to start fresh."""
+    """The checkpoint to resume and its state, checked to be of this task and model; None to
+    start fresh. ``resume=PATH`` is that file. ``resume=auto`` is the run in this run's own
+    directory when it holds one (a named ``hydra.run.dir``, a sweep's job directory), else, for
+    Hydra's dated directories only, the newest matching run under ``output_root``."""
     resume = settings.resume
     if resume is None:
         return None
@@ -228,9 +263,19 @@ def resume_checkpoint(settings: Settings, meta: dict[str, Any]) -> Checkpoint | 
                 f"resume={resume}: no such checkpoint file "
                 "(give the path of a last.pt or best.pt, or resume=auto)"
             )
-        found = Path(resume), load_checkpoint(resume)
-    else:
-        found = newest_resumable(settings.output_root, settings.task.name, settings.overrides)
+        return read_resume(Path(resume), meta)
+    own = RunDirectory(settings.run_dir)
+    if own.last_checkpoint.is_file():
+        found = read_resume(own.last_checkpoint, meta)
+        _check_same_overrides(found, settings.overrides)
+        return found
+    if not settings.dated_run_dir:
+        log.info(
+            "resume=auto: %s holds no checkpoint to continue; starting a new run there",
+            settings.run_dir,
+        )
+        return None
+    found = newest_resumable(settings.output_root, settings.task.name, settings.overrides)
     if found is None:
         log.info(
             "resume=auto: no earlier run of task=%s with these overrides under %s; starting fresh",
@@ -240,6 +285,34 @@ def resume_checkpoint(settings: Settings, meta: dict[str, Any]) -> Checkpoint | 
         return None
     _check_same_job(found[0], found[1].get("meta") or {}, meta)
     return found
+
+
+def read_resume(path: Path, meta: dict[str, Any] | None = None) -> Checkpoint:
+    """A checkpoint to continue, read, checked against this run's task and model (``meta``),
+    and the folders its run imported the user's own modules from made available here."""
+    state = load_checkpoint(path)
+    saved = state.get("meta") or {}
+    if meta is not None:
+        _check_same_job(path, saved, meta)
+    use_recorded_code(saved.get("code") or [], path)
+    return path, state
+
+
+def _check_same_overrides(found: Checkpoint, overrides: list[str]) -> None:
+    """``resume=auto`` continues a run in its own directory only with the command that started
+    it (``resume``, ``trainer.max_time`` and ``trainer.extras_budget`` aside); another lr in the
+    same ``hydra.run.dir`` would mix two experiments in one run."""
+    path, state = found
+    saved = comparable_overrides((state.get("meta") or {}).get("overrides") or [])
+    wanted = comparable_overrides(overrides)
+    if saved != wanted:
+        theirs = " ".join(sorted(saved - wanted)) or "none"
+        ours = " ".join(sorted(wanted - saved)) or "none"
+        raise RunDirectoryTaken(
+            f"resume=auto: {path.parent.parent} holds a run of other overrides (that run's: "
+            f"{theirs}; this command's: {ours}): continue it with its own overrides, continue it "
+            f"with these (resume={path}), or start this run in another directory"
+        )
 
 
 def _check_same_job(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
