@@ -18,10 +18,10 @@ import csv
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from torchcamp.datasets.errors import DataError
 from torchcamp.datasets.folds import check_folds, describe_fold, split_fold
@@ -346,24 +346,17 @@ def check_class_count(classes: tuple[str, ...], noun: str, where: str) -> None:
 # ---- writing a split down ----------------------------------------------------------------
 
 
-def write_split_csv(path: Path, found: FolderSplits, root: Path) -> None:
-    """Write ``found``'s splits to ``path`` as ``file,label,split`` rows (file relative to
-    ``root`` when inside it, else absolute), atomically: a reader never sees half a file.
-    ``find_image_folder(root, splits_csv=path)`` reads the same splits back."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(CSV_HEADER)
-            for split, samples in found.splits.items():
-                for sample_path, label in samples:
-                    writer.writerow([listed_name(sample_path, root), found.classes[label], split])
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def write_split_csv(file: TextIO, found: FolderSplits, root: Path) -> None:
+    """Write ``found``'s splits to the open text ``file`` (opened with ``newline=""``) as
+    ``file,label,split`` rows (file relative to ``root`` when inside it, else absolute).
+    ``find_image_folder(root, splits_csv=path)`` reads the same splits back. The caller
+    picks how the file is written (a run's ``split.csv``: atomically, see
+    ``tasks/imagefolder.py``)."""
+    writer = csv.writer(file)
+    writer.writerow(CSV_HEADER)
+    for split, samples in found.splits.items():
+        for sample_path, label in samples:
+            writer.writerow([listed_name(sample_path, root), found.classes[label], split])
 
 
 def listed_name(path: Path, root: Path) -> str:

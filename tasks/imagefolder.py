@@ -32,6 +32,7 @@ from torchcamp.tasks.classification import (
 )
 from torchcamp.tasks.contract import Task
 from torchcamp.tasks.models.custom import build_custom
+from torchcamp.trainer.files import written_atomically
 
 if TYPE_CHECKING:
     from torchcamp.trainer.inference import PredictOptions
@@ -141,7 +142,12 @@ def save_split(splits: Mapping[str, ImageList], run_dir: Path) -> None:
         classes=tuple(splits["train"].classes),
         layout="",
     )
-    write_split_csv(run_dir / "split.csv", found, root)
+    path = run_dir / "split.csv"
+    with (
+        written_atomically(path) as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as file,
+    ):
+        write_split_csv(file, found, root)
 
 
 def predict(

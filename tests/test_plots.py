@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from torchcamp.trainer import plots
+from torchcamp.trainer.errors import WriteFailed
 
 
 def epoch_rows(epochs: int) -> list[dict[str, float]]:
@@ -166,7 +167,7 @@ def test_a_failed_save_keeps_the_previous_picture(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Figure, "savefig", fail_after_a_partial_write)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(WriteFailed, match=r"could not write .*curves.png \(No space left"):
         plots.draw_curves(epoch_rows(5), path, monitor="val/loss")
     assert path.read_bytes() == before
     assert leftovers(tmp_path) == []

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcamp.trainer.errors import UserError, first_line
+from torchcamp.trainer.errors import UserError, WriteFailed, first_line
+from torchcamp.trainer.files import link_or_copy, write_failed, written_atomically
 
 # 2: optimizers and schedulers by part ({"model": ...}, a GAN's {"D": ..., "G": ...}).
 CHECKPOINT_FORMAT = 2
@@ -30,29 +30,33 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename.
 
     A crash or a full disk mid-write leaves the previous file intact; a failed write is a
-    :class:`UserError` that says so (the run stops rather than train on without checkpoints).
+    :class:`WriteFailed` that names the file and the previous one's epoch (the run stops
+    rather than train on without checkpoints).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
     state = {"format": CHECKPOINT_FORMAT, **state}
     state["checksum"] = state_checksum(state)
     try:
-        with open(temporary, "wb") as file:
+        # A file object, not the path: torch then writes through Python, and a full disk's
+        # OSError (its errno, its reason) comes with the RuntimeError torch raises.
+        with written_atomically(path, sync=True) as temporary, open(temporary, "wb") as file:
             torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-    except (OSError, RuntimeError) as error:  # ENOSPC arrives as either, depending on torch
-        temporary.unlink(missing_ok=True)
-        kept = f"the previous {path.name} is intact" if path.exists() else "none was written"
-        raise UserError(
-            f"could not write checkpoint {path} ({first_line(error)}); "
-            f"{kept}. Free disk space, then resume=auto"
-        ) from error
-    except BaseException:  # a second Ctrl-C mid-write: the previous file stays, no litter
-        temporary.unlink(missing_ok=True)
-        raise
-    temporary.replace(path)
+    except WriteFailed as failed:
+        if failed.os_error is None:
+            raise
+        raise write_failed(path, failed.os_error, _kept(path)) from failed.os_error
+
+
+def _kept(path: Path) -> str:
+    """What a failed write of ``path`` leaves: the previous file, with its epoch and step."""
+    try:  # mmap: the header and two numbers are read, not the weights
+        previous = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        held = f" (epoch {previous['epoch']}, step {previous.get('global_step', 0)})"
+    except FileNotFoundError:
+        return f"no {path.name} was written before it"
+    except Exception:  # not a checkpoint of ours, or unreadable: say only that it is there
+        held = ""
+    return f"the previous {path.name} is intact{held}"
 
 
 @dataclass
@@ -149,20 +153,6 @@ def cpu_copy(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(cpu_copy(item) for item in value)
     return value
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """Make ``target`` the same file as ``source``: a hard link (free: ``source`` is replaced by
-    a rename, never rewritten in place), or a copy where links are not supported."""
-    if target.exists() and os.path.samefile(source, target):
-        return  # already; and rename(2) onto a link of the same file would leave the temporary
-    temporary = target.with_suffix(target.suffix + ".tmp")
-    temporary.unlink(missing_ok=True)
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    temporary.replace(target)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """The exception types for mistakes a user can fix, and the CLI's exit codes."""
 
+from typing import Any
+
 from torchcamp.datasets.errors import DataError
 
 
@@ -28,6 +30,20 @@ class NonFiniteLossError(UserError):
     written first), and the message names the step and the usual causes."""
 
 
+class WriteFailed(UserError):
+    """A file of the run could not be written: a full disk, a quota, a read-only file system.
+
+    What was written before is intact (every file is written beside its final name, then
+    renamed over it). The CLI prints the message as one line and exits with
+    :data:`EXIT_WRITE_FAILED`: ``resume=auto`` continues the run once the file can be written.
+    ``path`` is the file (None: unknown), ``os_error`` the error the operating system gave.
+    """
+
+    def __init__(self, message: str, path: Any = None, os_error: OSError | None = None) -> None:
+        super().__init__(message)
+        self.path, self.os_error = path, os_error
+
+
 class TrainingInterrupted(Exception):
     """A signal (SIGTERM, SIGINT, SIGUSR1) stopped training at a step boundary, after the
     checkpoint to continue from was written: the CLI exits with :data:`EXIT_INTERRUPTED`."""
@@ -37,3 +53,4 @@ class TrainingInterrupted(Exception):
 EXIT_USER_ERROR = 2  # a mistake in the config, data or files; one line on stderr says which
 EXIT_INTERRUPTED = 3  # stopped by a signal with a checkpoint written: continue with resume=auto
 EXIT_SWEEP_FAILED = 4  # a multirun finished, and some of its jobs failed (see summary.csv)
+EXIT_WRITE_FAILED = 5  # a file could not be written (disk full, read-only): resume=auto once it can

@@ -190,6 +190,10 @@ class Optimization:
             )
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
+            # It stepped in the run that wrote the checkpoint. Torch's schedulers only know of
+            # this process's steps: a run resumed at an epoch's last step steps its per-epoch
+            # scheduler first, and torch would warn on stderr that it came before the optimizer.
+            optimizer._opt_called = True  # type: ignore[attr-defined]
         for name, scheduler in self.schedulers.items():
             if name in state["schedulers"]:
                 scheduler.load_state_dict(state["schedulers"][name])

@@ -9,12 +9,13 @@ crash mid-save leaves the previous one intact.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from torchcamp.trainer.files import written_atomically
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -347,18 +348,12 @@ def _fixed_margins(figure: Figure, grid_rows: int) -> None:
 
 
 def _save(figure: Figure, path: str | Path) -> None:
-    """Write ``figure`` to ``path`` atomically: a temporary file beside it, then a rename.
+    """Write ``figure`` to ``path`` atomically (see :mod:`torchcamp.trainer.files`).
 
     A failed save leaves the previous picture intact and no temporary file behind. No fsync:
     a picture is redrawn every epoch, not worth a disk flush.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The suffix stays last (curves.tmp.png) and the format is explicit, so matplotlib never
-    # guesses it from ".tmp".
-    temporary = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    try:
+    with written_atomically(path) as temporary:
+        # The format is explicit: matplotlib would guess it from the temporary's ".tmp".
         figure.savefig(temporary, format=path.suffix.lstrip(".").lower() or "png", dpi=DPI)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)  # gone already after the rename

@@ -4,8 +4,9 @@ here.
 
 Exit codes: 0 done; 1 a bug (its traceback); 2 a mistake in the config, data or files (one
 line says which); 3 stopped by a signal, resumable; 4 a sweep finished and some of its jobs
-failed; 130 a second Ctrl-C. Torch is imported only once there is work to do, so ``--help``
-and ``train --cfg job`` answer at once.
+failed; 5 a file could not be written (a full disk, a quota, a read-only file system; one line
+names it), resumable once it can be; 130 a second Ctrl-C. Torch is imported only once there is
+work to do, so ``--help`` and ``train --cfg job`` answer at once.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ from torchcamp.trainer.errors import (
     EXIT_INTERRUPTED,
     EXIT_SWEEP_FAILED,
     EXIT_USER_ERROR,
+    EXIT_WRITE_FAILED,
     USER_ERRORS,
     TrainingInterrupted,
     UserError,
+    WriteFailed,
 )
+from torchcamp.trainer.files import failed_path, is_storage_error, os_error_of, write_failed
 
 log = logging.getLogger("torchcamp")
 
@@ -125,6 +129,8 @@ def _sweep_job(train: Callable[[DictConfig], dict], cfg: DictConfig) -> dict[str
         sweep.refused_jobs.append(job.name)
         return None
     except Exception as error:
+        if isinstance(error, WriteFailed) or is_storage_error(error):
+            raise  # the next jobs would fail the same way: the sweep stops (exit 5)
         _record_failed_job(Path(HydraConfig.get().runtime.output_dir), error)
         return None
 
@@ -162,9 +168,13 @@ def _inference_command(
 
 def exit_on_errors(command: Callable[..., Any], *args: Any) -> Any:
     """``command(*args)``; a mistake the user can fix ends in one line and exit 2, a stop by a
-    signal in exit 3, a second Ctrl-C in 130. Anything else is a bug: its traceback, exit 1."""
+    signal in exit 3, a file that could not be written (a full disk, wherever it happened:
+    ours, Hydra's, a library's) in one line and exit 5, a second Ctrl-C in 130. Anything else
+    is a bug: its traceback, exit 1."""
     try:
         return command(*args)
+    except WriteFailed as error:
+        _fail(str(error), EXIT_WRITE_FAILED)
     except USER_ERRORS as error:
         _fail(user_message(error))
     except (HydraException, OmegaConfBaseException) as error:
@@ -189,6 +199,11 @@ def exit_on_errors(command: Callable[..., Any], *args: Any) -> Any:
         # Point stdout at /dev/null, or flushing it at exit fails once more, with a message.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except Exception as error:
+        if not is_storage_error(error):
+            raise
+        cause = os_error_of(error)
+        _fail(str(write_failed(failed_path(cause), cause)), EXIT_WRITE_FAILED)
 
 
 class RunDirectoryGuard(Callback):
@@ -227,9 +242,9 @@ def _raised_in_hydra(error: BaseException) -> bool:
     return bool(frames) and f"{os.sep}hydra{os.sep}" in frames[-1].filename
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)
+    sys.exit(code)
 
 
 def _record_failed_job(run_dir: Path, error: Exception) -> None:

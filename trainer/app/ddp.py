@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -17,7 +20,15 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torchcamp.trainer import devices, distributed
 from torchcamp.trainer.app.logs import configure_logging
 from torchcamp.trainer.app.settings import Settings
-from torchcamp.trainer.errors import EXIT_INTERRUPTED, USER_ERRORS, TrainingInterrupted, UserError
+from torchcamp.trainer.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_WRITE_FAILED,
+    USER_ERRORS,
+    TrainingInterrupted,
+    UserError,
+    WriteFailed,
+)
+from torchcamp.trainer.files import failed_path, is_storage_error, os_error_of, write_failed
 
 log = logging.getLogger("torchcamp")
 
@@ -48,8 +59,13 @@ def launch_ddp(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
         raise TrainingInterrupted(
             f"stopped by {signal.Signals(stop.sigval).name}: {stopped}"
         ) from stop
-    except ChildFailedError as failed:  # the ranks were signalled themselves
-        if any(f.exitcode != EXIT_INTERRUPTED for f in failed.failures.values()):
+    except ChildFailedError as failed:
+        failures = failed.failures.values()
+        unwritten = [f.message for f in failures if f.exitcode == EXIT_WRITE_FAILED]
+        if unwritten:  # a rank could not write a file (see _leave_at_once)
+            raise WriteFailed(unwritten[0] or "a rank could not write a file of the run") from None
+        # The ranks were signalled themselves?
+        if any(f.exitcode != EXIT_INTERRUPTED for f in failures):
             raise
         raise TrainingInterrupted(f"stopped by a signal: {stopped}") from failed
     if "error" in result:
@@ -75,6 +91,8 @@ def _ddp_worker(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
     )
     try:
         return run_fn(settings)
+    except WriteFailed as error:
+        _leave_at_once(error)
     except USER_ERRORS as error:
         return {"error": str(error)}
     except TrainingInterrupted as stop:
@@ -84,6 +102,35 @@ def _ddp_worker(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
         dist.destroy_process_group()
         logging.shutdown()
         os._exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        if not is_storage_error(error):
+            raise
+        cause = os_error_of(error)
+        _leave_at_once(write_failed(failed_path(cause), cause))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _leave_at_once(error: WriteFailed) -> NoReturn:
+    """End this rank with :data:`EXIT_WRITE_FAILED`, its error where the launcher reads it.
+
+    Rank 0 alone writes files, so the other ranks may be waiting for it in a collective (the
+    next gradient all-reduce), and a rank that returned would wait with them for the
+    launcher. This one leaves at once instead: the launcher sees it fail, ends the others and
+    raises the error (see :func:`launch_ddp`).
+    """
+    log.error("%s", error)
+    _leave_error_message(str(error))
+    logging.shutdown()
+    os._exit(EXIT_WRITE_FAILED)
+
+
+def _leave_error_message(message: str) -> None:
+    """``message`` in the error file the elastic launcher gave this rank
+    (``TORCHELASTIC_ERROR_FILE``), where it reads a failed rank's message from; on a disk that
+    is full too, the launcher says that a rank could not write a file, without the details."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with contextlib.suppress(OSError), open(path, "w") as file:
+            json.dump({"message": message, "timestamp": int(time.time())}, file)

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.files import write_text_atomically
 
 log = logging.getLogger("torchcamp")
 
@@ -214,8 +215,9 @@ def write_metrics(metrics: dict[str, Any], run_dirs: Iterable[Path]) -> None:
     """``metrics.json`` in each of ``run_dirs`` (the run's, and this invocation's when it
     continued an earlier run: a sweep's summary reads its jobs' own directories)."""
     for run_dir in run_dirs:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        # Renamed into place: a full disk leaves the previous metrics.json whole (a finished
+        # run's is what tells resume=auto that it finished).
+        write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         log.info("metrics: %s", run_dir / "metrics.json")
 
 

@@ -40,6 +40,7 @@ from torchcamp.trainer.callbacks import run_callbacks
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.checkpoint import load_checkpoint
 from torchcamp.trainer.errors import USER_ERRORS, TrainingInterrupted, UserError, first_line
+from torchcamp.trainer.files import is_storage_error
 from torchcamp.trainer.inference import check_same_data
 from torchcamp.trainer.signals import stop_at_step_boundary
 from torchcamp.trainer.trainer import Trainer
@@ -203,6 +204,8 @@ def _fit_and_test(trainer: Trainer, run: RunContext, callbacks: list[Any]) -> di
     except (*USER_ERRORS, TrainingInterrupted):
         raise
     except Exception as error:
+        if is_storage_error(error):
+            raise  # a full disk, not a value from the config: the CLI names the file (exit 5)
         # Still in the first epoch, or at its end (the epoch count is already up when the
         # schedulers and callbacks run, and no batch of the next has been trained)?
         in_first = trainer.epoch == first_epoch or (

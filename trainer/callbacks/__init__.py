@@ -20,18 +20,72 @@ Events, in the order the Trainer fires them:
 
 A callback with state to carry across a resume defines ``state_dict()`` and
 ``load_state_dict(state)``; the Trainer stores it in the checkpoint under the class's name.
+A callback whose files training can do without (pictures, TensorBoard) marks its hooks
+:func:`best_effort`: a failed write is one warning, not the end of the run.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torchcamp.trainer.errors import WriteFailed
+
+log = logging.getLogger(__name__)
+
+Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 
 class Callback:
-    """Base class: override the events you need. Lower ``order`` runs first."""
+    """Base class: override the events you need. Lower ``order`` runs first.
+
+    ``output_dir`` and ``outputs`` name what a :func:`best_effort` callback writes (for its
+    warning); ``output_failed`` turns true once a write of it failed.
+    """
 
     order = 0
+    output_dir: Path | None = None
+    outputs = "its files"
+    output_failed = False
+
+    def on_output_failed(self) -> None:
+        """Called once when a :func:`best_effort` hook's write failed: let go of open files."""
+
+
+def best_effort(hook: Hook) -> Hook:
+    """Mark a callback's ``hook`` as writing what training can do without (pictures,
+    TensorBoard events): when a write fails (a full disk, a read-only folder, a file where
+    a folder should be), the callback logs one warning naming the file and the error, and
+    from then on its best-effort hooks return at once; training goes on. A full disk still
+    stops the run, at the next checkpoint or ``metrics.csv``, which cannot be done without.
+    """
+
+    @functools.wraps(hook)
+    def guarded(self: Callback, *args: Any, **kwargs: Any) -> Any:
+        if self.output_failed:
+            return None
+        try:
+            return hook(self, *args, **kwargs)
+        except (OSError, WriteFailed) as error:
+            if self.output_failed:  # a nested best-effort call failed first, and warned
+                return None
+            self.output_failed = True
+            os_error = error.os_error if isinstance(error, WriteFailed) else error
+            path = getattr(error, "path", None) or getattr(os_error, "filename", None)
+            reason = getattr(os_error, "strerror", None) or error
+            log.warning(
+                "could not write %s (%s): the run goes on without %s",
+                path or self.output_dir,
+                reason,
+                self.outputs,
+            )
+            self.on_output_failed()
+            return None
+
+    return guarded  # type: ignore[return-value]
 
 
 def run_callbacks(callbacks: Iterable[Any], event: str, *args: Any) -> None:

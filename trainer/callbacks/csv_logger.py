@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torchcamp.trainer.callbacks import Callback
+from torchcamp.trainer.files import written_atomically
 
 LEADING = ("epoch", "step")
 
@@ -18,7 +18,8 @@ class CSVLogger(Callback):
     epoch's seconds) to ``path`` after every epoch.
 
     The history is part of every checkpoint, and the file is rewritten whole from it (a
-    temporary file, then a rename: a kill leaves the previous file, never half a row). So a
+    temporary file, then a rename: a kill or a full disk leaves the previous file, never half a
+    row; a failed write stops the run, see :mod:`torchcamp.trainer.files`). So a
     run killed and resumed has every epoch exactly once: the rows a killed run wrote after its
     checkpoint are replaced when training redoes those epochs. Rewriting costs well under a
     millisecond for a few hundred epochs.
@@ -43,13 +44,10 @@ class CSVLogger(Callback):
         columns = list(LEADING)
         for row in rows:  # a metric that appears late (or a new lr group) gets its column
             columns += [key for key in row if key not in columns]
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "w", newline="") as file:
+        with written_atomically(self.path) as temporary, open(temporary, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(temporary, self.path)
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:

@@ -74,7 +74,9 @@ class ModelViewsLogger(Callback):
                 )
             self.tensorboard = loggers[0]
         self._check_layers(trainer.module, trainer.device)
-        if trainer.global_step:  # a run that goes on has these in its event files already
+        # A run that goes on has these in its event files already; one whose TensorBoard
+        # files could not be written (a full disk) goes on without them.
+        if trainer.global_step or self.tensorboard.output_failed:
             return
         if self.train_images is not None:
             grid = visualize.input_grid(self.train_images, self.mean, self.std)
@@ -106,6 +108,8 @@ class ModelViewsLogger(Callback):
         self.schedule.run_at_end(trainer, lambda: self._log_views(trainer))
 
     def _log_views(self, trainer) -> None:
+        if self.tensorboard.output_failed:  # nowhere to draw them (see TensorBoardLogger)
+            return
         model, device, step = trainer.module, trainer.device, trainer.global_step
         if self.kernel_layer is not None:
             weight = visualize.find_layer(model, self.kernel_layer).weight

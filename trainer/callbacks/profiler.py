@@ -10,7 +10,6 @@ the usual question ("is it the data, the model or the optimizer?") without a vie
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.files import written_atomically
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,8 @@ class Profiler(Callback):
             return
         self.exported = True
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.trace_path.with_name(f".{TRACE_NAME}.partial")
-        prof.export_chrome_trace(str(partial))
-        os.replace(partial, self.trace_path)
+        with written_atomically(self.trace_path) as temporary:
+            prof.export_chrome_trace(str(temporary))
         log.info(
             "profiler: trace written to %s; open it in https://ui.perfetto.dev "
             "(or chrome://tracing)",

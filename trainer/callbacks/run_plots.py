@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from torchcamp.trainer.callbacks import Callback
+from torchcamp.trainer.callbacks import Callback, best_effort
 from torchcamp.trainer.extras import EpochSchedule
 
 # matplotlib's import and one figure: about this long on a laptop CPU (0.5 s measured here).
@@ -23,10 +23,13 @@ class RunPlots(Callback):
 
     Drawing the curves costs 0.2 to 0.6 s (matplotlib's import, then the figure), more than a
     whole epoch of a small job: on the budget a run of short epochs draws them rarely, an
-    epoch of a minute or more every time.
+    epoch of a minute or more every time. A picture that cannot be written (a full disk) is
+    one warning, and the run goes on without them
+    (:func:`~torchcamp.trainer.callbacks.best_effort`).
     """
 
     order = 12  # after the CSV logger: the same rows
+    outputs = "curves.png and confusion_matrix.png"
 
     def __init__(
         self,
@@ -36,7 +39,7 @@ class RunPlots(Callback):
         class_names: Sequence[str] | None = None,
         every_n_epochs: int | None = None,
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = self.output_dir = Path(directory)
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.class_names = list(class_names or [])
         # Its first drawing imports matplotlib: about FIRST_DRAWING_SECONDS, not to be spent
@@ -53,14 +56,17 @@ class RunPlots(Callback):
     def confusion_path(self) -> Path:
         return self.directory / "confusion_matrix.png"
 
+    @best_effort
     def on_epoch_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
         # After the last epoch they are drawn by on_fit_end, once.
         if trainer.epoch < trainer.max_epochs:
             self.schedule.run_if_due(trainer, lambda: self._draw_curves(trainer))
 
+    @best_effort
     def on_interrupt(self, trainer: Any) -> None:
         self._draw_curves(trainer)
 
+    @best_effort
     def on_fit_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
         self._draw_curves(trainer)
         from torchcamp.trainer.plots import draw_confusion_matrices

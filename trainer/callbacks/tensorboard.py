@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
@@ -14,12 +15,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.summary.writer import record_writer
+from tensorboard.summary.writer import event_file_writer, record_writer
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from torchcamp.trainer.callbacks import Callback
+from torchcamp.trainer.callbacks import Callback, best_effort
 from torchcamp.trainer.extras import EpochSchedule
+from torchcamp.trainer.files import written_atomically
 from torchcamp.trainer.metrics import logged_step_scalars, read_numbers
 
 HISTOGRAM_BINS = 64
@@ -38,6 +40,20 @@ def masked_crc32c(data: bytes) -> int:
 # function in C (byte-for-byte the same checksum, tested) makes logging nearly free.
 record_writer.masked_crc32c = masked_crc32c
 
+_event_writer_run = event_file_writer._AsyncWriterThread.run
+
+
+def _run_keeping_os_errors(self: event_file_writer._AsyncWriterThread) -> None:
+    """TensorBoard's writer thread, quiet about a failed write (a full disk): its ``run`` keeps
+    the error for the training thread, whose next write raises it (reported there once: see
+    :func:`~torchcamp.trainer.callbacks.best_effort`), then re-raises it in the thread too,
+    where Python would print its traceback. That second raise is dropped; others go on."""
+    with contextlib.suppress(OSError):
+        _event_writer_run(self)
+
+
+event_file_writer._AsyncWriterThread.run = _run_keeping_os_errors
+
 
 class TensorBoardLogger(Callback):
     """Scalars, histograms and hyperparameters under ``log_dir``, stepped by optimizer steps.
@@ -50,9 +66,13 @@ class TensorBoardLogger(Callback):
     (``confusion_matrix``), and the task's images (``images_fn(model) -> {tag: uint8 [3, H,
     W]}``, also saved as ``<image_dir>/<tag>/epoch_NNN.png``). At the end: the final metrics
     (test, best) and the test confusion matrix.
+
+    Training does without all of it: a failed write (a full disk) is one warning, and the run
+    goes on without TensorBoard (:func:`~torchcamp.trainer.callbacks.best_effort`).
     """
 
     order = 10
+    outputs = "TensorBoard and the task's epoch images"
 
     def __init__(
         self,
@@ -65,7 +85,7 @@ class TensorBoardLogger(Callback):
         confusion_matrix: bool = True,
         every_n_epochs: int | None = None,
     ) -> None:
-        self.log_dir = Path(log_dir)
+        self.log_dir = self.output_dir = Path(log_dir)
         self.schedule = EpochSchedule("tensorboard", every_n_epochs)
         self.confusion_matrix = confusion_matrix
         self.images_fn = images_fn
@@ -78,16 +98,21 @@ class TensorBoardLogger(Callback):
         self._step_scalars: list[tuple[int, dict[str, Any]]] = []  # (step, scalars) to write
         self._written_at = time.monotonic()
 
+    @best_effort
     def on_fit_start(self, trainer) -> None:
         # A resumed run continues the same event files: what a killed run logged after its
-        # checkpoint's step is hidden (purged), and is logged again as training redoes it.
+        # checkpoint's step is hidden (purged), and is logged again as training redoes it. A
+        # new run where an attempt that left no checkpoint logged hides all of that attempt's.
         purge_step = trainer.global_step + 1 if trainer.global_step else None
+        if purge_step is None and any(self.log_dir.glob("events.out.tfevents.*")):
+            purge_step = 0
         self.writer = SummaryWriter(self.log_dir, purge_step=purge_step)
         if not trainer.global_step:
             for tag, text in self.notes.items():
                 self.writer.add_text(tag, text, 0)
         self._add_hparams_summary("start")
 
+    @best_effort
     def on_train_step_end(self, trainer, outputs: Mapping[str, torch.Tensor]) -> None:
         step = trainer.global_step
         if step % trainer.log_every_n_steps == 0:
@@ -111,12 +136,14 @@ class TensorBoardLogger(Callback):
                 self._add_scalars({name: next(numbers) for name in scalars}, step)
         self._written_at = time.monotonic()
 
+    @best_effort
     def on_save_checkpoint(self, trainer) -> None:
         # What was logged is on disk before a checkpoint of this step is (a run killed later
         # and resumed from it then misses no step, and repeats none: see purge_step).
         self._write_step_scalars()
         self.writer.flush()
 
+    @best_effort
     def on_epoch_end(self, trainer, metrics: Mapping[str, float]) -> None:
         self._write_step_scalars()
         self._add_scalars({"epoch": trainer.epoch, **metrics}, trainer.global_step)
@@ -124,6 +151,7 @@ class TensorBoardLogger(Callback):
         self.schedule.run_if_due(trainer, lambda: self._log_extras(trainer))
         self.writer.flush()
 
+    @best_effort
     def on_train_end(self, trainer) -> None:
         # Stopped early (early stopping, a time limit): the weights training ends with.
         self.schedule.run_at_end(trainer, lambda: self._log_extras(trainer))
@@ -139,6 +167,7 @@ class TensorBoardLogger(Callback):
         if self.images_fn is not None:
             self._log_images(trainer.module, trainer.epoch, step)
 
+    @best_effort
     def add_image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """A uint8 ``[3, H, W]`` image, PNG-encoded at zlib level 1: SummaryWriter.add_image's
         level 6 was half the time of the per-epoch views (photos shrink little more at 6)."""
@@ -184,8 +213,8 @@ class TensorBoardLogger(Callback):
             self.add_image(tag, image, step)
             if self.image_dir is not None:
                 path = self.image_dir / tag / f"epoch_{epoch:03d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+                with written_atomically(path) as temporary:
+                    Image.fromarray(image.permute(1, 2, 0).numpy()).save(temporary, "PNG")
 
     def _histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
         """``values`` in HISTOGRAM_BINS equal buckets, counted where they are (on the GPU).
@@ -208,10 +237,13 @@ class TensorBoardLogger(Callback):
             tag, low, high, values.numel(), total, total_squares, limits, counts, step
         )
 
+    @best_effort
     def on_interrupt(self, trainer) -> None:
         self._write_step_scalars()
+        self.writer.flush()  # raises what the writer's thread failed to write; close() would not
         self.writer.close()  # a resumed run appends to these files
 
+    @best_effort
     def on_fit_end(self, trainer, metrics: Mapping[str, float]) -> None:
         # test/ and best/ are new at this point; the HParams tab shows each scalar's last value.
         new = {n: v for n, v in metrics.items() if n not in self._epoch_metric_names}
@@ -219,7 +251,14 @@ class TensorBoardLogger(Callback):
         self._add_scalars(new, trainer.global_step)
         self._log_confusion(trainer, ("test",))  # train and val: after every epoch
         self._add_hparams_summary("end")
+        self.writer.flush()  # raises what the writer's thread failed to write; close() would not
         self.writer.close()
+
+    def on_output_failed(self) -> None:
+        # Stops the writer's thread (what it still holds is lost with the disk's room).
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
 
 
 def confusion_image(
