@@ -144,18 +144,27 @@ def test_two_epochs_equal_one_epoch_plus_resume(run_in_process):
 
 
 def test_resume_auto_picks_the_newest_matching_run(tmp_path, run_in_process):
+    # Run directories named by the time, as Hydra's default names them: resume=auto searches.
     runs = tmp_path / "outputs"
-    common = ("data.synthetic=true", "trainer.max_epochs=1", "resume=auto")
-    run_in_process(*common, f"hydra.run.dir={runs}/a")
-    assert "starting fresh" in (runs / "a" / "train.log").read_text()
-    run_in_process(*common, "seed=7", f"hydra.run.dir={runs}/b")
-    run_in_process(*common, f"hydra.run.dir={runs}/c")
+    common = ("data.synthetic=true", "trainer.max_epochs=1", "resume=auto", f"output_root={runs}")
+
+    def dated(name: str) -> str:
+        return f"hydra.run.dir={runs}/{name}/${{now:%H-%M-%S-%f}}"
+
+    def run_dir(name: str) -> Path:
+        (only,) = (runs / name).iterdir()
+        return only
+
+    run_in_process(*common, dated("a"))
+    assert "starting fresh" in (run_dir("a") / "train.log").read_text()
+    run_in_process(*common, "seed=7", dated("b"))
+    run_in_process(*common, dated("c"))
     # Run b differs in seed, so the match is run a, which had finished its epoch: nothing is
     # trained again.
-    metrics = json.loads((runs / "c" / "metrics.json").read_text())
-    assert metrics["status"] == "skipped" and metrics["run_dir"] == str((runs / "a").resolve())
+    metrics = json.loads((run_dir("c") / "metrics.json").read_text())
+    assert metrics["status"] == "skipped" and metrics["run_dir"] == str(run_dir("a").resolve())
     assert metrics["epoch"] == 1
-    assert not (runs / "c" / "checkpoints").exists()
+    assert not (run_dir("c") / "checkpoints").exists()
 
 
 def test_bf16_autocast_on_cpu_runs(run_in_process):
