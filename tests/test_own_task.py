@@ -113,6 +113,9 @@ def test_the_readme_example_trains_evaluates_predicts_and_resumes(tmp_path, monk
     data = f"data.root={tmp_path / 'houses.csv'}"
     evaluated = json.loads(command(cli.evaluate_main, f"ckpt={moved / 'best.pt'}", data))
     assert evaluated["status"] == "evaluated" and evaluated["checkpoint"].startswith(str(archive))
+    (elsewhere / "new.csv").write_text("rooms,age\n3,10\n")
+    predicted = command(cli.predict_main, f"ckpt={moved / 'best.pt'}", "inputs=new.csv")
+    assert json.loads(predicted)["prediction"] == records[0]["prediction"]
     # ... and continues there, in its new folder (the copy left where it was untouched).
     continued = [f"resume={moved / 'last.pt'}", f"hydra.run.dir={archive / 'first'}"]
     command(cli.main, "--config-dir", str(tmp_path / "configs"), *own[2:], *continued, data,
