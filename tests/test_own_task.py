@@ -1,6 +1,6 @@
-"""The README's "Your own task" example, copied out of the README into a folder outside the
-repository and run as a user runs it: ``train --help`` and ``train`` through the installed
-console script, then a resume, evaluate and predict."""
+"""The docs' "Your own task" example, copied out of docs/extending/task.md into a folder
+outside the repository and run as a user runs it: ``train --help`` and ``train`` through the
+installed console script, then a resume, evaluate and predict."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ BIN = Path(sys.executable).parent  # the venv's console scripts: train, evaluate
 
 
 def readme_files() -> dict[str, str]:
-    """The README's code blocks whose info string names a file: ```python file=regression.py"""
-    readme = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```\w+ file=(\S+)\n(.*?)```", readme, flags=re.DOTALL)
+    """The page's code blocks whose info string names a file: ```python file=regression.py"""
+    page = (REPO / "docs" / "extending" / "task.md").read_text()
+    blocks = re.findall(r"```\w+ file=(\S+)\n(.*?)```", page, flags=re.DOTALL)
     return dict(blocks)
 
 

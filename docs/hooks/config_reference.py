@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 PAGE = "reference/config.md"
+DEFAULTS_ENTRY = re.compile(r"^\s*-\s*(?P<group>[\w/]+):(?P<rest>.*)$")
 KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[\w.\-]+):(?P<value>.*)$")
 
 
@@ -38,8 +39,11 @@ def read_comments(path: Path) -> tuple[str, dict[str, str]]:
     head: list[str] = []
     i = 0
     while i < len(lines) and lines[i].lstrip().startswith("#"):
-        if not lines[i].lstrip().startswith("# @package"):
-            head.append(lines[i].lstrip()[1:].strip())
+        text = lines[i].lstrip()[1:]
+        if text.startswith("   "):  # an indented example command: shown as code
+            head.append(f"`{text.strip()}`")
+        elif not text.startswith(" @package"):
+            head.append(text.strip())
         i += 1
     keys: dict[str, str] = {}
     stack: list[tuple[int, str]] = []
@@ -57,6 +61,9 @@ def read_comments(path: Path) -> tuple[str, dict[str, str]]:
                 above.append(stripped[1:].strip())
                 last = None
             continue
+        entry = DEFAULTS_ENTRY.match(line)
+        if entry and stack and stack[-1][1] == "defaults":  # - group: option  # comment
+            keys[f"defaults.{entry['group']}"] = _split_comment(entry["rest"])[1]
         match = KEY_LINE.match(line)
         if not match or stripped.startswith("-"):
             above, last = [], None
@@ -152,7 +159,8 @@ def _root_section(rules: dict[str, str]) -> list[str]:
             f"| [`{group}`](#{group}) | {_code(_show(option))} "
             f"| {_cell(comments.get(f'defaults.{group}', ''))} |"
         )
-    out += ["", "### Keys", "", "| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    out += ["", "### Keys", "", "| key | default | allowed | meaning |"]
+    out.append("| --- | --- | --- | --- |")
     body = {k: v for k, v in cfg.items() if k not in ("defaults", "hydra")}
     for key, value in _flatten(body, ""):
         out.append(
