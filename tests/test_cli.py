@@ -62,6 +62,7 @@ def test_help_lists_every_group_and_composes_the_given_overrides(monkeypatch, ca
     assert "_target_: torch.optim.Adam" in out and "max_epochs: 3" in out
 
 
+@pytest.mark.slow
 def test_synthetic_run_writes_the_run_directory(run_in_process):
     result = run_in_process(*FAST)
     run_dir = result.run_dir
