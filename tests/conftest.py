@@ -1,5 +1,5 @@
 """Shared fixtures: run the real CLI in a subprocess, read run directories back, build a
-task preset's datasets as ``train`` builds them."""
+task preset's datasets as ``train`` builds them, draw small image files."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from PIL import Image
 
 if TYPE_CHECKING:
     from torchcamp.trainer.app.settings import Settings
@@ -220,3 +221,30 @@ class BackgroundCli:
 @pytest.fixture(scope="session")
 def background_cli() -> type[BackgroundCli]:
     return BackgroundCli
+
+
+# ---- small image files drawn for the data tests --------------------------------------------
+
+
+def write_image(path: Path, value: int = 0, suffix_format: str = "PNG") -> Path:
+    """An 8x8 RGB image whose pixels all hold ``value`` (so images with different values
+    differ in content)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value % 256, value // 256, 7)).save(path, suffix_format)
+    return path
+
+
+def write_classes(folder: Path, counts: dict[str, int], suffix: str = ".png") -> None:
+    """``counts[name]`` distinct images in ``folder/<name>/``."""
+    value = 0
+    for name, count in counts.items():
+        for index in range(count):
+            value += 1
+            write_image(folder / name / f"img{index:03d}{suffix}", value)
+
+
+def write_images(folder: Path, count: int, prefix: str = "img") -> None:
+    """``count`` distinct 40x20 JPEGs in ``folder``: ``img00.jpg``, ``img01.jpg``..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        Image.new("RGB", (40, 20), (index, 0, 0)).save(folder / f"{prefix}{index:02d}.jpg")

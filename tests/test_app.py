@@ -120,6 +120,7 @@ def test_settings_are_plain_objects_read_once(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_a_users_own_callback_joins_the_run_from_the_command_line(tmp_path, user_package):
     record = tmp_path / "events.json"
     command = [
@@ -141,6 +142,7 @@ def test_a_users_own_callback_joins_the_run_from_the_command_line(tmp_path, user
     assert seen["run_dir"] == str(tmp_path / "run")  # it asked for `run`, and got it
 
 
+@pytest.mark.slow
 def test_callbacks_can_be_dropped_or_all_left_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     metrics = train(composed(*FAST, "~callbacks.model_views"), run_dir=tmp_path / "no_views")
@@ -160,6 +162,7 @@ def test_a_callback_that_does_not_import_is_one_line(tmp_path, monkeypatch, caps
     assert err.strip().startswith("error: callbacks.mine._target_=nowhere.Nothing: cannot import")
 
 
+@pytest.mark.slow
 def test_importing_the_trainer_imports_no_torchvision():
     probe = (
         "import sys\n"
@@ -211,6 +214,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_under_ddp_every_rank_is_refused_together(tmp_path, run_cli):
     # Rank 0 takes the lock; the others learn of its refusal through the group and stop too.
     holder = hold_lock(tmp_path / "held")
@@ -231,6 +235,7 @@ def test_under_ddp_every_rank_is_refused_together(tmp_path, run_cli):
     assert not (tmp_path / "held" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_second_train_of_the_same_run_is_refused_and_writes_nothing(tmp_path, background_cli):
     # A trains with a checkpoint every step; B, the same command with resume=auto, would
     # continue A's run and write the same last.pt while A still trains.

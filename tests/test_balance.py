@@ -61,6 +61,7 @@ def test_balance_needs_labels(tmp_path):
         balanced_sampler(object(), seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("balance", ["sampler", "weights"])
 def test_image_tasks_balance_their_classes(monkeypatch, tmp_path, balance):
     # ImageList lists its labels as ImageFolder does, so balance is not a names-only option.

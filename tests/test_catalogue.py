@@ -51,6 +51,7 @@ BARE = {"optimizer", "scheduler", "loss", "regularizer"}
 FIXTURE_EXTRA = {("model", "custom"): "custom_model"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_trains_a_few_steps(request, monkeypatch, tmp_path, capsys, group, option):
     fixture = FIXTURE_EXTRA.get((group, option))

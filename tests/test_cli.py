@@ -25,6 +25,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("train")
     assert script.exists(), "pip install did not create the `train` console script"
@@ -32,6 +33,7 @@ def test_console_script_is_installed():
     assert "optimizer: " in out and "sgd" in out and "task: " in out and "rmb" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"]], ids=["--help", "--cfg job"])
 def test_help_and_cfg_answer_without_importing_torch(tmp_path, args):
     # What the console script runs, then a look at what it imported (issue 8: fast startup).
@@ -60,6 +62,7 @@ def test_help_lists_every_group_and_composes_the_given_overrides(monkeypatch, ca
     assert "_target_: torch.optim.Adam" in out and "max_epochs: 3" in out
 
 
+@pytest.mark.slow
 def test_synthetic_run_writes_the_run_directory(run_in_process):
     result = run_in_process(*FAST)
     run_dir = result.run_dir
@@ -83,6 +86,7 @@ def test_synthetic_run_writes_the_run_directory(run_in_process):
     assert not any(key.startswith("module.") for key in checkpoint["model"])
 
 
+@pytest.mark.slow
 def test_tensorboard_event_file_holds_the_logged_scalars(run_in_process):
     run_dir = run_in_process(*FAST).run_dir
     events = read_events(run_dir / "tb")
@@ -107,6 +111,7 @@ def test_tensorboard_event_file_holds_the_logged_scalars(run_in_process):
     assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(plugin_tags)
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_job_per_combination_and_a_summary(tmp_path, run_in_process):
     run_in_process(
         "-m",
@@ -124,6 +129,7 @@ def test_multirun_writes_one_job_per_combination_and_a_summary(tmp_path, run_in_
     assert all(float(row["val/acc"]) >= 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_two_epochs_equal_one_epoch_plus_resume(run_in_process):
     # On the CPU: CUDA's convolution kernels are not bit-reproducible run to run (unless
     # trainer.deterministic). Resuming mid-epoch, with workers: tests/test_resume_exact.py.
@@ -143,6 +149,7 @@ def test_two_epochs_equal_one_epoch_plus_resume(run_in_process):
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
+@pytest.mark.slow
 def test_resume_auto_picks_the_newest_matching_run(tmp_path, run_in_process):
     # Run directories named by the time, as Hydra's default names them: resume=auto searches.
     runs = tmp_path / "outputs"
@@ -167,11 +174,13 @@ def test_resume_auto_picks_the_newest_matching_run(tmp_path, run_in_process):
     assert not (run_dir("c") / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu_runs(run_in_process):
     metrics = run_in_process(*FAST, "trainer.precision=bf16-mixed", "device=cpu").metrics
     assert metrics["global_step"] == 8 and metrics["train/loss"] == metrics["train/loss"]  # not NaN
 
 
+@pytest.mark.slow
 def test_accumulation_and_clipping_through_the_cli(run_in_process):
     metrics = run_in_process(
         *FAST,
@@ -184,12 +193,14 @@ def test_accumulation_and_clipping_through_the_cli(run_in_process):
     assert "train/reg_loss" in metrics
 
 
+@pytest.mark.slow
 def test_missing_data_is_not_replaced_by_synthetic(run_in_process):
     result = run_in_process("trainer.max_epochs=1", "data.root=empty", check=False)
     assert result.returncode == 2 and "data.synthetic=true" in result.stderr
     assert not result.run_dir.joinpath("synthetic_data").exists()
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_config_without_training(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "torchcamp.trainer.app.cli", "--cfg", "job"],

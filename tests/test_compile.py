@@ -38,6 +38,7 @@ def command(monkeypatch, capsys, entry: str, *args: str) -> tuple[int, str, str]
     return code, out, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_a_compiled_run_validates_resumes_evaluates_and_predicts(
     task, monkeypatch, capsys, tmp_path

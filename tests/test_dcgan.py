@@ -78,6 +78,7 @@ def reference_gan_steps(model: dcgan.DCGAN, batches: list[torch.Tensor], accumul
                     optimizers[phase].step()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_trainer_phases_match_the_hand_written_gan_loop(accumulate):
     images = torch.rand(5 * 4, 3, 64, 64) * 2 - 1
@@ -110,6 +111,7 @@ def test_generator_phase_leaves_no_gradient_in_the_discriminator():
     assert all(p.requires_grad for p in model.parameters())  # restored afterwards
 
 
+@pytest.mark.slow
 def test_train_dcgan_logs_both_losses_samples_and_checkpoints_both_optimizers(
     monkeypatch, tmp_path
 ):
@@ -137,6 +139,7 @@ def final_state(run_dir: Path) -> dict:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")
 
 
+@pytest.mark.slow
 def test_two_epochs_equal_one_plus_resume_for_both_optimizers(monkeypatch, tmp_path):
     args = (*SMALL, "scheduler=step", "scheduler.step_size=1")
     for run in "abc":
@@ -172,6 +175,7 @@ def test_dcgan_mistakes_are_one_line(monkeypatch, tmp_path, capsys, override, me
     assert code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_dcgan_one_short_epoch_on_a_real_image_folder(monkeypatch, tmp_path):
     folder = SHARED_DATA / "hymenoptera_data" / "train"  # any folder of images will do
@@ -197,6 +201,7 @@ def test_a_closure_optimizer_cannot_drive_several_parts():
         Trainer(model, dcgan.step, optimizers, dcgan.AdversarialLoss(nn.BCELoss()))
 
 
+@pytest.mark.slow
 def test_dcgan_under_ddp_with_accumulation(run_cli):
     # Each phase leaves the other part without gradients: DDP must be told to expect that, and
     # each rank must draw its own noise (else both ranks train on the same fakes).

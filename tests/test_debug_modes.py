@@ -19,6 +19,7 @@ def test_limits_are_a_count_or_a_share(num_batches, limit, expected):
     assert limited_batches(num_batches, limit) == expected
 
 
+@pytest.mark.slow
 def test_fast_dev_run_runs_one_batch_of_each_split_and_keeps_only_the_log(run_in_process):
     result = run_in_process(SYNTHETIC, "debug=fast_dev_run", "data.batch_size=4")
     metrics = result.metrics
@@ -33,12 +34,14 @@ def test_fast_dev_run_runs_one_batch_of_each_split_and_keeps_only_the_log(run_in
     assert "fast_dev_run: removed the run's files" in (result.run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_fast_dev_run_will_not_remove_a_resumed_runs_files(run_in_process, tmp_path):
     result = run_in_process(SYNTHETIC, "debug=fast_dev_run", "resume=auto", check=False)
     assert result.returncode == 2
     assert "drop resume=auto" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_limit_runs_a_count_or_a_share_of_each_epoch(run_in_process):
     # 64 training images in batches of 4: 16 batches; a share of 0.25 is 4 of them.
     shared = run_in_process(
@@ -60,6 +63,7 @@ def test_limit_runs_a_count_or_a_share_of_each_epoch(run_in_process):
     assert counted.metrics["global_step"] == 2 * 3
 
 
+@pytest.mark.slow
 def test_overfit_drives_the_loss_of_the_same_batches_to_zero(run_in_process):
     result = run_in_process(SYNTHETIC, "debug=overfit", "trainer.max_epochs=30", "callbacks=none")
     metrics = result.metrics
@@ -69,6 +73,7 @@ def test_overfit_drives_the_loss_of_the_same_batches_to_zero(run_in_process):
     assert metrics["val/acc"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "message"),
     [

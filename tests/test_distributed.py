@@ -70,6 +70,7 @@ def single_16(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process_with_the_same_global_batch(run_cli, single_16):
     result = run_cli(*PLAIN, *DDP2, "data.batch_size=8")
     assert result.metrics["world_size"] == 2 and result.metrics["global_step"] == 8
@@ -85,6 +86,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(run_cli, single_
     assert log.count("epoch 2/2") == 1
 
 
+@pytest.mark.slow
 def test_ddp_with_accumulation_matches_the_same_global_batch(run_cli, single_16):
     # 2 ranks x batch 4 x 2 micro-batches = 16 samples per optimizer step.
     result = run_cli(*PLAIN, *DDP2, "data.batch_size=4", "trainer.accumulate_grad_batches=2")
@@ -92,6 +94,7 @@ def test_ddp_with_accumulation_matches_the_same_global_batch(run_cli, single_16)
     assert_same_weights(result.run_dir, single_16)
 
 
+@pytest.mark.slow
 def test_ddp_stopped_by_a_signal_mid_epoch_resumes_where_it_stopped(
     tmp_path, run_cli, background_cli
 ):
@@ -125,6 +128,7 @@ def test_ddp_stopped_by_a_signal_mid_epoch_resumes_where_it_stopped(
     assert_same_weights(straight.run_dir, runs / "a")
 
 
+@pytest.mark.slow
 def test_uneven_shards_do_not_hang(run_cli):
     # 3 ranks: 64 training images pad to 66, and the 8 validation images split 3/3/2.
     started = time.perf_counter()
@@ -142,6 +146,7 @@ def test_uneven_shards_do_not_hang(run_cli):
     assert time.perf_counter() - started < 60
 
 
+@pytest.mark.slow
 def test_a_ddp_multirun_gives_one_directory_per_job(tmp_path, run_cli):
     run_cli(
         "-m", *PLAIN, *DDP2, "optimizer=sgd,adam", "trainer.max_epochs=1", "hydra.sweep.dir=sweep"
@@ -153,6 +158,7 @@ def test_a_ddp_multirun_gives_one_directory_per_job(tmp_path, run_cli):
     assert all(row["world_size"] == "2" for row in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="needs torchrun",
@@ -180,12 +186,14 @@ def test_under_torchrun_each_process_joins_instead_of_spawning(tmp_path):
     assert metrics["world_size"] == 2 and metrics["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_data_parallel_runs_without_gpus(run_in_process):
     result = run_in_process(*PLAIN, "device=dp", "trainer.max_epochs=1")
     state = weights(result.run_dir)
     assert not any(name.startswith("module.") for name in state)  # saved unwrapped
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_a_module_prefix_loads(run_in_process, tmp_path):
     first = run_in_process(*PLAIN, "trainer.max_epochs=1")
     state = torch.load(first.run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -195,6 +203,27 @@ def test_a_checkpoint_with_a_module_prefix_loads(run_in_process, tmp_path):
     torch.save(state, prefixed)
     resumed = run_in_process(*PLAIN, f"resume={prefixed}")
     assert resumed.metrics["epoch"] == 2
+
+
+def test_launch_ddp_returns_rank_0s_metrics_and_raises_its_one_line_error(monkeypatch, tmp_path):
+    """launch_ddp's own part with the process start left out (the tests above start them)."""
+    from types import SimpleNamespace
+
+    from torchcamp.trainer.app import ddp
+
+    device = SimpleNamespace(accelerator="cpu", gpus=None, devices=2)
+    settings = SimpleNamespace(device=device, run_dir=tmp_path)
+    started = []
+
+    def launch(worker, args, nprocs):
+        started.append(nprocs)
+        return {"val/acc": 1.0}
+
+    monkeypatch.setattr(ddp.distributed, "launch", launch)
+    assert ddp.launch_ddp(settings, print) == {"val/acc": 1.0} and started == [2]
+    monkeypatch.setattr(ddp.distributed, "launch", lambda *args: {"error": "a rank said no"})
+    with pytest.raises(UserError, match=r"^a rank said no$"):
+        ddp.launch_ddp(settings, print)
 
 
 def test_gpu_choice(monkeypatch):
@@ -242,6 +271,7 @@ def test_sync_batchnorm_is_converted_under_ddp_on_cuda(one_rank_group):
     wrapped(torch.randn(2, 3, 8, 8, device=device)).sum().backward()
 
 
+@pytest.mark.slow
 def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
     out = subprocess.run(
@@ -260,6 +290,7 @@ def test_slurm_launcher_config_composes():
     assert "SlurmLauncher" in out and "tasks_per_node: 1" in out
 
 
+@pytest.mark.slow
 def test_slurm_tasks_join_one_process_group(tmp_path):
     """Two processes with the variables srun gives two tasks of one job: each is one rank."""
     pytest.importorskip("submitit", reason="needs the slurm extra")

@@ -35,6 +35,7 @@ def zip_folder(source: Path, archive: Path) -> None:
     shutil.make_archive(str(archive.with_suffix("")), "zip", root_dir=source)
 
 
+@pytest.mark.slow
 def test_names_download_keeps_only_the_names_folder(monkeypatch, tmp_path, http_folder):
     served, base = http_folder
     tutorial = tmp_path / "tutorial"
@@ -53,6 +54,7 @@ def test_names_download_keeps_only_the_names_folder(monkeypatch, tmp_path, http_
     assert len(list((root / "names").glob("*.txt"))) == 5
 
 
+@pytest.mark.slow
 def test_hymenoptera_download_unpacks_the_tutorial_zip(monkeypatch, tmp_path, http_folder):
     served, base = http_folder
     hymenoptera.render_synthetic_hymenoptera(tmp_path / "tutorial", seed=0, per_class=4)

@@ -93,6 +93,7 @@ def run_file(path: Path, fmt: str, *inputs: torch.Tensor) -> torch.Tensor:
     return torch.export.load(str(path)).module()(*inputs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported_program"])
 def test_an_image_classifier_exports_and_runs_on_any_batch_size(rmb_ckpt, fmt, monkeypatch, capsys):
     if fmt == "onnx":
@@ -125,6 +126,7 @@ def test_an_image_classifier_exports_and_runs_on_any_batch_size(rmb_ckpt, fmt, m
         )
 
 
+@pytest.mark.slow
 def test_names_export_to_torchscript_and_take_names_of_any_length(
     names_ckpt, tmp_path, monkeypatch, capsys
 ):
@@ -150,6 +152,7 @@ def test_names_export_to_torchscript_and_take_names_of_any_length(
     torch.testing.assert_close(torch.jit.load(str(output))(tokens, lengths), expected)
 
 
+@pytest.mark.slow
 def test_names_refuse_the_formats_torch_export_cannot_capture(names_ckpt, monkeypatch, capsys):
     code, _, err = run_export(monkeypatch, capsys, f"ckpt={names_ckpt}", "format=exported_program")
     line = one_error(code, err)
@@ -157,6 +160,7 @@ def test_names_refuse_the_formats_torch_export_cannot_capture(names_ckpt, monkey
     assert line.endswith("use format=torchscript")
 
 
+@pytest.mark.slow
 def test_an_export_that_differs_from_the_model_is_refused_with_its_figures(
     rmb_ckpt, tmp_path, monkeypatch, capsys
 ):
@@ -196,6 +200,7 @@ def test_a_file_that_refuses_the_batch_is_not_verified():
     assert not refused.within(1.0) and "does not run on a batch of 5: Got invalid" in refused.error
 
 
+@pytest.mark.slow
 def test_without_data_it_checks_on_random_inputs_of_the_right_shape(
     rmb_ckpt, tmp_path, monkeypatch, capsys
 ):
@@ -217,6 +222,7 @@ def dcgan_ckpt(rmb_ckpt, tmp_path) -> Path:
     return tmp_path / "dcgan.pt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -249,6 +255,7 @@ def test_onnx_without_the_extra_says_how_to_install_it(monkeypatch, capsys):
     assert one_error(code, err) == f"error: {ONNX_NEEDS}" and out == ""
 
 
+@pytest.mark.slow
 def test_the_console_script_answers_help_without_importing_torch(tmp_path):
     script = Path(sys.executable).with_name("export-model")
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}  # every import, on stderr
@@ -260,6 +267,7 @@ def test_the_console_script_answers_help_without_importing_torch(tmp_path):
     assert "torch" not in imported
 
 
+@pytest.mark.slow
 def test_a_run_moved_elsewhere_exports_its_users_model_from_any_folder(
     tmp_path, monkeypatch, capsys
 ):

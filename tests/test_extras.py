@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torchcamp.trainer.callbacks.run_plots import RunPlots
@@ -157,6 +158,7 @@ def image_steps(run_dir, prefix):
     return {tag: s for tag, s in steps.items() if tag.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_the_keys_from_the_cli(run_in_process):
     """Four epochs of 4 steps. trainer.extras_budget=0: the views and histograms once, at
     the end (step 16); callbacks.model_views.every_n_epochs=1 brings every epoch's views back

@@ -1,39 +1,19 @@
-"""Any folder of labelled images: its three layouts (a CSV, split folders, class folders), the
-seeded per-class split, image modes read as RGB, the data report, and the split CSV round trip."""
+"""Any folder of labelled images (datasets/folders.py): its three layouts (a CSV, split folders,
+class folders), the seeded per-class split (task=rmb's 8:1:1 split and its CSV among them), which
+files count as images, and the split CSV round trip. Reading the images: test_images.py; the
+data report: test_data_report.py; task=imagefolder from the command line: test_imagefolder.py."""
 
 from __future__ import annotations
 
-import json
 import random
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import preset_datasets
-from PIL import Image
+from conftest import preset_datasets, write_classes, write_image
 
 from torchcamp.datasets.errors import DataError
 from torchcamp.datasets.folders import find_image_folder, write_split_csv
-from torchcamp.datasets.images import IMAGE_SUFFIXES, read_rgb, readable, split_deterministic
-from torchcamp.datasets.report import data_report, report_lines
-
-
-def write_image(path: Path, value: int = 0, suffix_format: str = "PNG") -> Path:
-    """An 8x8 RGB image whose pixels all hold ``value`` (so images with different values
-    differ in content)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), (value % 256, value // 256, 7)).save(path, suffix_format)
-    return path
-
-
-def write_classes(folder: Path, counts: dict[str, int], suffix: str = ".png") -> None:
-    """``counts[name]`` distinct images in ``folder/<name>/``."""
-    value = 0
-    for name, count in counts.items():
-        for index in range(count):
-            value += 1
-            write_image(folder / name / f"img{index:03d}{suffix}", value)
+from torchcamp.datasets.images import IMAGE_SUFFIXES, read_rgb, readable
 
 
 def summary(samples: list[tuple[Path, int]], root: Path) -> list[tuple[str, int]]:
@@ -362,58 +342,7 @@ def test_a_written_split_reads_back_the_same(tmp_path):
     assert back.classes == found.classes == ("a, with comma", "b")
 
 
-# ---- reading any image as RGB ----------------------------------------------------------------
-
-
-def palette_with_byte_transparency(path: Path) -> Path:
-    image = Image.new("P", (8, 8))
-    image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
-    image.putdata([1] * 64)
-    image.save(path, transparency=bytes([0, 128, 255]))
-    return path
-
-
-def test_a_palette_with_transparency_would_warn_when_converted_plainly(tmp_path):
-    path = palette_with_byte_transparency(tmp_path / "palette.png")
-    with Image.open(path) as image, pytest.warns(UserWarning, match="Transparency"):
-        image.convert("RGB")
-
-
-@pytest.mark.parametrize(
-    ("mode", "make", "rgb"),
-    [
-        ("L", lambda: Image.new("L", (8, 8), 77), (77, 77, 77)),
-        ("LA", lambda: Image.new("LA", (8, 8), (90, 0)), (90, 90, 90)),
-        ("RGBA", lambda: Image.new("RGBA", (8, 8), (10, 20, 30, 0)), (10, 20, 30)),
-        ("1", lambda: Image.new("1", (8, 8), 1), (255, 255, 255)),
-        ("CMYK", lambda: Image.new("CMYK", (8, 8), (0, 255, 255, 0)), (255, 0, 0)),
-        ("I;16", lambda: Image.fromarray(np.full((8, 8), 32768, np.uint16)), (128, 128, 128)),
-        ("I", lambda: Image.new("I", (8, 8), 32768), (128, 128, 128)),
-        ("F", lambda: Image.new("F", (8, 8), 0.2), (51, 51, 51)),
-    ],
-)
-def test_every_mode_is_read_as_rgb_without_warnings(tmp_path, mode, make, rgb):
-    image = make()
-    assert image.mode == mode
-    path = tmp_path / ("image.tif" if mode in ("CMYK", "F", "I") else "image.png")
-    image.save(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # any warning fails the test
-        read = read_rgb(path)
-    assert read.mode == "RGB" and read.size == (8, 8)
-    assert read.getpixel((3, 3)) == rgb
-
-
-def test_a_palette_with_transparency_and_16_bit_png_are_read_without_warnings(tmp_path):
-    palette = palette_with_byte_transparency(tmp_path / "palette.png")
-    deep = tmp_path / "deep.png"
-    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(deep)
-    with Image.open(deep) as opened:
-        assert opened.mode == "I;16"  # what a 16-bit PNG opens as
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert read_rgb(palette).getpixel((0, 0)) == (255, 0, 0)
-        assert read_rgb(deep).getpixel((0, 0)) == (255, 255, 255)  # scaled, not clipped
+# ---- which files are images ------------------------------------------------------------------
 
 
 def test_image_suffixes_are_what_pillow_opens(tmp_path):
@@ -440,114 +369,3 @@ def test_a_corrupt_file_is_found_and_then_skipped(tmp_path):
     assert kept == [path for path in paths if path != bad]
     with pytest.raises(DataError, match=r"cannot read image .*img002\.png"):
         read_rgb(bad)
-
-
-# ---- the data report -------------------------------------------------------------------------
-
-
-def test_the_report_counts_and_finds_duplicates_across_splits(tmp_path):
-    classes = ("cat", "dog")
-    same = Image.new("RGB", (8, 8), (1, 2, 3))
-    leak_train, leak_val = tmp_path / "train" / "cat" / "a.png", tmp_path / "val" / "cat" / "b.png"
-    for path in (leak_train, leak_val):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        same.save(path)
-    twin_a, twin_b = tmp_path / "train" / "dog" / "c.png", tmp_path / "train" / "dog" / "d.png"
-    write_image(twin_a, 50)
-    write_image(twin_b, 50)  # identical, but both in train: no leak
-    other = write_image(tmp_path / "val" / "dog" / "e.png", 51)  # same size, other bytes
-    assert other.stat().st_size == twin_a.stat().st_size
-    train_extra = [write_image(tmp_path / "train" / "dog" / f"{i}.png", 60 + i) for i in range(3)]
-    splits = {
-        "train": [(leak_train, 0), (twin_a, 1), (twin_b, 1)] + [(p, 1) for p in train_extra],
-        "val": [(leak_val, 0), (other, 1)],
-    }
-    report = data_report(splits, classes, skipped={"train": 2, "val": 1})
-    assert report == {
-        "images": {"train": {"cat": 1, "dog": 5}, "val": {"cat": 1, "dog": 1}},
-        "total": {"train": 6, "val": 2},
-        "imbalance": 5.0,
-        "empty_train_classes": [],
-        "unreadable": 3,
-        "duplicates": [[str(leak_train), str(leak_val)]],
-    }
-    assert json.loads(json.dumps(report)) == report
-    lines = report_lines(report)
-    assert lines[:3] == [
-        "train: 6 images (cat: 1, dog: 5)",
-        "val: 2 images (cat: 1, dog: 1)",
-        "class imbalance in train (largest / smallest class): 5.0",
-    ]
-    assert lines[3] == "WARNING: 3 unreadable image(s) left out"
-    assert lines[4] == (
-        "WARNING: 1 group(s) of identical images lie in more than one split, which inflates "
-        f"validation accuracy: {leak_train} = {leak_val}"
-    )
-
-
-def test_the_report_names_classes_without_training_images_and_shortens_lines(tmp_path):
-    classes = tuple(f"k{index:02d}" for index in range(12))
-    files = [write_image(tmp_path / f"{index}.png", index) for index in range(12)]
-    splits = {
-        "train": [(files[index], index) for index in range(10)],  # k10, k11 have none
-        "val": [(files[10], 10), (files[11], 11)],
-    }
-    report = data_report(splits, classes)
-    assert report["imbalance"] is None
-    assert report["empty_train_classes"] == ["k10", "k11"]
-    assert report["unreadable"] == 0 and report["duplicates"] == []
-    lines = report_lines(report)
-    assert lines[0] == (
-        "train: 10 images (k00: 1, k01: 1, k02: 1, k03: 1, k04: 1, k05: 1, k06: 1, k07: 1, "
-        "k08: 1, k09: 1 ... 2 more)"
-    )
-    assert lines[2] == "WARNING: classes without a training image: k10, k11"
-    assert len(lines) == 3
-
-
-def test_the_report_of_a_found_folder(tmp_path):
-    write_classes(tmp_path, {"a": 10, "b": 30})
-    found = find_image_folder(tmp_path, seed=0)
-    report = data_report(found.splits, found.classes)
-    assert report["images"] == {
-        "train": {"a": 8, "b": 24},
-        "val": {"a": 1, "b": 3},
-        "test": {"a": 1, "b": 3},
-    }
-    assert report["imbalance"] == 3.0 and report["duplicates"] == []
-
-
-# ---- caching the deterministic steps of a transform ------------------------------------------
-
-
-def test_split_deterministic_knows_v2_and_v1_composes():
-    from torchvision import transforms
-    from torchvision.transforms import v2
-
-    resize, crop, grey, flip = (
-        v2.Resize(6),
-        v2.CenterCrop(4),
-        v2.Grayscale(3),
-        v2.RandomHorizontalFlip(),
-    )
-    to_image = v2.ToImage()
-    prefix, rest = split_deterministic(v2.Compose([resize, crop, grey, flip, to_image]))
-    assert type(prefix) is v2.Compose and prefix.transforms == [resize, crop, grey]
-    assert type(rest) is v2.Compose and rest.transforms == [flip, to_image]
-    kept = prefix(Image.new("RGB", (12, 8), (200, 0, 0)))
-    assert kept.size == (4, 4) and kept.mode == "RGB" and len(set(kept.getpixel((1, 1)))) == 1
-
-    prefix, rest = split_deterministic(v2.Compose([v2.Resize(4), v2.CenterCrop(4)]))
-    assert len(prefix.transforms) == 2 and rest is None
-
-    v1_resize, v1_crop = transforms.Resize(8), transforms.RandomCrop(8, padding=2)
-    prefix, rest = split_deterministic(transforms.Compose([v1_resize, v1_crop]))
-    assert type(prefix) is transforms.Compose and prefix.transforms == [v1_resize]
-    assert rest.transforms == [v1_crop]
-
-    # RandomApply holds a list of steps too, but runs them at random: nothing is kept.
-    random_apply = v2.RandomApply([v2.Resize(4)], p=0.5)
-    prefix, rest = split_deterministic(random_apply)
-    assert rest is random_apply
-    image = Image.new("RGB", (5, 5))
-    assert prefix(image) is image

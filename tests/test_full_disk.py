@@ -27,6 +27,9 @@ from torchcamp.trainer.checkpoint import load_checkpoint
 from torchcamp.trainer.errors import WriteFailed
 from torchcamp.trainer.files import link_or_copy, write_text_atomically, written_atomically
 
+# Every test runs training in subprocesses on a full or read-only disk: seconds each.
+pytestmark = pytest.mark.slow
+
 NO_SPACE = "No space left on device"
 DISK_ACTIONS = """
 import json

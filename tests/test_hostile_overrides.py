@@ -53,6 +53,7 @@ def real_keys() -> list[str]:
 KEYS = real_keys()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES or 30,
     derandomize=not EXAMPLES,  # the suite's set is fixed; a longer run draws new ones
@@ -101,6 +102,7 @@ NAMED_CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("override", "message"), NAMED_CASES, ids=[c for c, _ in NAMED_CASES])
 def test_values_that_once_gave_a_traceback_give_one_line(
     override, message, monkeypatch, tmp_path, capsys

@@ -57,6 +57,7 @@ def test_missing_data_names_the_path_and_the_source(tmp_path):
         preset_datasets("hymenoptera", tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_trains_resnet18_and_lenet_on_hymenoptera(run_in_process):
     metrics = run_in_process(*SMALL).metrics
     assert {"val/acc", "val/macro_acc"} <= set(metrics) and metrics["global_step"] == 4
@@ -64,6 +65,7 @@ def test_cli_trains_resnet18_and_lenet_on_hymenoptera(run_in_process):
     assert metrics["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_cli_trains_resnet18_on_rmb(run_in_process):
     metrics = run_in_process(
         "task=rmb", "model=resnet18", "data.synthetic=true", "trainer.max_epochs=1"
@@ -92,6 +94,7 @@ def test_weights_path_that_does_not_fit_is_one_clear_error(tmp_path):
         read_weights(tmp_path / "absent.pth")
 
 
+@pytest.mark.slow
 def test_weights_path_through_the_cli(tmp_path, run_in_process):
     path = tmp_path / "start.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)

@@ -44,6 +44,7 @@ def run_dir_files(run) -> set[str]:
     return {p.name for p in run.run_dir.iterdir()}
 
 
+@pytest.mark.slow
 def test_class_folders_of_every_mode_split_per_class_and_recorded(run_in_process, tmp_path):
     photos = class_folders(tmp_path / "photos", {"cat": 10, "dog": 10})
     draw(photos / "cat" / "grey.png", 1, "L")
@@ -73,6 +74,7 @@ def test_class_folders_of_every_mode_split_per_class_and_recorded(run_in_process
     assert (again.run_dir / "split.csv").read_text() == (run.run_dir / "split.csv").read_text()
 
 
+@pytest.mark.slow
 def test_split_folders_with_valid_and_test_are_scored(run_in_process, tmp_path):
     root = tmp_path / "split"
     for split, count in (("train", 6), ("valid", 2), ("test", 2)):
@@ -83,6 +85,7 @@ def test_split_folders_with_valid_and_test_are_scored(run_in_process, tmp_path):
     assert "split folders" in (run.run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_csv_decides_the_split_and_duplicates_across_splits_are_warned(run_in_process, tmp_path):
     photos = class_folders(tmp_path / "photos", {"x": 4, "y": 4})
     (photos / "y" / "copy.png").write_bytes((photos / "x" / "0.png").read_bytes())
@@ -100,6 +103,7 @@ def test_a_csv_decides_the_split_and_duplicates_across_splits_are_warned(run_in_
     assert "inflates validation accuracy" in run.stdout + (run.run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_two_hundred_classes_train(run_in_process, tmp_path):
     photos = class_folders(tmp_path / "many", {f"c{i:03d}": 2 for i in range(200)})
     run = run_in_process(
@@ -113,6 +117,7 @@ def test_two_hundred_classes_train(run_in_process, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("layout", "overrides", "message"),
     [
@@ -141,6 +146,7 @@ def test_bad_input_is_one_line_and_exit_2(run_in_process, tmp_path, layout, over
     assert not (run.run_dir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_can_be_skipped_and_is_counted(run_in_process, tmp_path):
     photos = class_folders(tmp_path / "photos", {"a": 10, "b": 10})
     (photos / "b" / "9.jpg").write_bytes(b"not an image")
@@ -152,6 +158,7 @@ def test_a_corrupt_image_can_be_skipped_and_is_counted(run_in_process, tmp_path)
     assert run.metrics["data_report"]["unreadable"] == 1
 
 
+@pytest.mark.slow
 def test_a_resume_refuses_a_folder_whose_classes_changed(run_in_process, tmp_path):
     photos = class_folders(tmp_path / "photos", {"a": 10, "b": 10})
     first = run_in_process("task=imagefolder", f"data.root={photos}", *SMALL)
@@ -165,6 +172,7 @@ def test_a_resume_refuses_a_folder_whose_classes_changed(run_in_process, tmp_pat
     assert "trained on other classes" in run.stderr and "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_torchvision_and_custom_models_train_on_an_image_folder(
     run_in_process, tmp_path, monkeypatch
 ):
@@ -195,6 +203,7 @@ def test_torchvision_and_custom_models_train_on_an_image_folder(
     sys.modules.pop("mynets", None)
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_from_an_image_folder_checkpoint(
     run_in_process, tmp_path, capsys, monkeypatch
 ):
@@ -218,6 +227,7 @@ def test_evaluate_and_predict_from_an_image_folder_checkpoint(
     assert len(records) == 10 and {r["label"] for r in records} <= {"ant", "bee"}
 
 
+@pytest.mark.slow
 def test_synthetic_shapes_and_a_stronger_augmentation(run_in_process):
     run = run_in_process(
         "task=imagefolder", "data.synthetic=true", "transforms=trivialaugment", *SMALL
@@ -237,6 +247,7 @@ def written_before_tasks_were_objects(checkpoint: Path, **task_options) -> Path:
     return old
 
 
+@pytest.mark.slow
 def test_an_old_rmb_checkpoint_is_refused_in_one_line_and_an_old_names_one_loads(
     run_in_process, capsys, monkeypatch
 ):

@@ -71,6 +71,7 @@ def rmb_run(tmp_path_factory) -> Path:
 # ---- evaluate -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_runs_final_metrics(rmb_run, monkeypatch, capsys, tmp_path):
     run_metrics = json.loads((rmb_run / "metrics.json").read_text())
     # The run's rendered data, read as real data: data.* overrides change the saved config.
@@ -111,6 +112,7 @@ def test_evaluate_reproduces_the_runs_final_metrics(rmb_run, monkeypatch, capsys
 # ---- predict --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rmb_predict_matches_the_models_own_forward(rmb_run, monkeypatch, capsys, tmp_path):
     # The checkpoint alone, moved away from its run and its data.
     checkpoint = tmp_path / "elsewhere" / "lenet.pt"
@@ -142,6 +144,7 @@ def test_rmb_predict_matches_the_models_own_forward(rmb_run, monkeypatch, capsys
         assert record["prob"] == pytest.approx(float(row.max()), abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_predict_and_evaluate_on_cuda_match_the_cpu(rmb_run, monkeypatch, capsys, tmp_path):
     checkpoint = rmb_run / "checkpoints" / "best.pt"
@@ -190,6 +193,7 @@ def test_hymenoptera_predict_uses_the_runs_image_size(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_names_predict_gives_the_top_three_languages_of_the_models_softmax(
     monkeypatch, capsys, tmp_path
 ):
@@ -229,6 +233,7 @@ def test_names_predict_gives_the_top_three_languages_of_the_models_softmax(
             assert entry["prob"] == pytest.approx(prob, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_dcgan_predict_writes_n_images_and_a_grid(monkeypatch, capsys, tmp_path):
     code, run_dir = train_in_process(
         monkeypatch, tmp_path, "task=dcgan", "data.synthetic=true", "model.ngf=4",
@@ -271,6 +276,7 @@ def test_dcgan_predict_writes_n_images_and_a_grid(monkeypatch, capsys, tmp_path)
     assert code == 2 and "task=dcgan has no val or test data" in err
 
 
+@pytest.mark.slow
 def test_pennfudan_predict_writes_the_detectors_boxes_above_the_threshold(
     monkeypatch, capsys, tmp_path
 ):
@@ -367,6 +373,7 @@ def other_format(source: Path, target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "args", "message"),
     [
@@ -411,6 +418,7 @@ def test_mistakes_are_one_line_with_exit_code_2(
     assert "Traceback" not in err and records(out) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_console_scripts_answer_help_without_importing_torch(tmp_path, command):
     probe = (

@@ -216,7 +216,7 @@ def test_asymmetric_rejects_bad_input() -> None:
 
 # --- The loss catalogue ---------------------------------------------------------------------
 
-# loss=none is no loss object (for pennfudan's detector): tested in test_config and test_catalogue.
+# loss=none is no loss object (for pennfudan's detector): see test_config_groups, test_catalogue.
 LOSS_FILES = [p for p in sorted(LOSS_DIR.glob("*.yaml")) if p.stem != "none"]
 ALLOWED_INPUTS = {"logits", "log_softmax", "softmax", "sigmoid"}
 ALLOWED_TARGETS = {"index", "one_hot", "signed"}

@@ -26,7 +26,12 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from torchcamp.trainer.app.callbacks import flatten
-from torchcamp.trainer.callbacks.mlflow_logger import PARAM_VALUE_LENGTH, clip
+from torchcamp.trainer.callbacks.mlflow_logger import (
+    PARAM_VALUE_LENGTH,
+    chunks,
+    clip,
+    mlflow_key,
+)
 from torchcamp.trainer.checkpoint import load_checkpoint
 
 # rmb's stand-in data: 64 training images; batches of 16 are 4 optimizer steps an epoch.
@@ -103,9 +108,14 @@ class Server:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def started_server(tmp_path_factory) -> Iterator[Server]:
+def started_server(request, tmp_path_factory) -> Iterator[Server | None]:
     """One server for the module, started with its first test (the server takes seconds to
-    start: the tests that need none run first, meanwhile) and stopped after its last."""
+    start: the tests that need none run first, meanwhile) and stopped after its last; none
+    where no test that runs needs it (``pytest -m "not slow"``)."""
+    here = [item for item in request.session.items if item.module is request.module]
+    if not any("server" in item.fixturenames for item in here):
+        yield None
+        return
     server = Server(tmp_path_factory.mktemp("mlflow"))
     yield server
     server.stop()
@@ -184,9 +194,17 @@ def test_mlflow_not_installed_is_one_line_saying_how_to_install_it(run_in_proces
     )
 
 
+def test_keys_values_and_batches_are_cut_to_mlflows_limits():
+    assert mlflow_key("best/val/acc@1 (top)") == "best/val/acc_1 _top_"  # what MLflow refuses
+    assert len(mlflow_key("k" * 300)) == 250
+    assert clip("abc", 3) == "abc" and clip(12345, 4) == "1..."  # says that it was cut
+    assert [list(batch) for batch in chunks(range(5), 2)] == [[0, 1], [2, 3], [4]]
+
+
 # ---- runs tracked by the server -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_logs_what_tensorboard_gets_and_its_params_tags_and_files(
     server, run_in_process, monkeypatch
 ):
@@ -213,6 +231,7 @@ def test_a_run_logs_what_tensorboard_gets_and_its_params_tags_and_files(
     ]
 
 
+@pytest.mark.slow
 def test_a_failing_run_ends_failed_with_its_error(server, run_in_process, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     # StepLR takes step_size=0, and divides by it when the first epoch ends.
@@ -224,6 +243,7 @@ def test_a_failing_run_ends_failed_with_its_error(server, run_in_process, monkey
     assert "the first epoch failed with ZeroDivisionError" in run.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumed_continues_its_mlflow_run_with_no_step_twice(
     server, run_in_process, background_cli, tmp_path, monkeypatch
 ):
@@ -279,6 +299,7 @@ def test_a_killed_run_resumed_continues_its_mlflow_run_with_no_step_twice(
         assert [p for p in logged if p[0] != beyond] == [p for p in points if p[0] != beyond], key
 
 
+@pytest.mark.slow
 def test_sweep_jobs_are_runs_of_one_experiment_tagged_with_their_overrides(
     server, run_in_process, tmp_path, monkeypatch
 ):

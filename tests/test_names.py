@@ -199,6 +199,7 @@ def train_names(monkeypatch, tmp_path: Path, *args: str) -> tuple[int, dict]:
     return 0, json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_train_task_names_on_synthetic_data(run_in_process):
     metrics = run_in_process("task=names", "data.synthetic=true", "trainer.max_epochs=2").metrics
     for key in ("val/acc", "val/macro_acc", "test/acc", "test/macro_acc", "best/val/acc"):
@@ -223,6 +224,7 @@ MODEL_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", MODEL_RUNS)
 def test_every_model_option_trains(monkeypatch, tmp_path, key):
     code, metrics = train_names(
@@ -237,6 +239,7 @@ def test_every_model_option_trains(monkeypatch, tmp_path, key):
     assert metrics["global_step"] == 4 and metrics["val/macro_acc"] == metrics["val/macro_acc"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("balance", ["sampler", "weights"])
 def test_balance_options_train(monkeypatch, tmp_path, balance):
     code, metrics = train_names(
@@ -250,6 +253,7 @@ def test_balance_options_train(monkeypatch, tmp_path, balance):
     assert code == 0 and metrics["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_balance_weights_refuses_a_loss_without_class_weights(monkeypatch, tmp_path, capsys):
     code, _ = train_names(
         monkeypatch, tmp_path, "task=names", "data.balance=weights", "loss=mse",
@@ -259,6 +263,7 @@ def test_balance_weights_refuses_a_loss_without_class_weights(monkeypatch, tmp_p
     assert "data.balance=weights needs a loss with per-class weights" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_names_gru_beats_the_course_on_real_data(run_in_process):
     if not (NAMES_DATA / "names").is_dir():

@@ -51,6 +51,7 @@ def classification_data(n=48, seed=0):
     )
 
 
+@pytest.mark.slow
 def test_lbfgs_converges_on_a_least_squares_problem():
     torch.manual_seed(0)
     inputs = torch.randn(64, 5)
@@ -250,6 +251,7 @@ def test_max_norm_holds_after_every_step():
     assert len(violations) == 2 * 6 * 2 and not any(violations)
 
 
+@pytest.mark.slow
 def test_scheduler_state_survives_resume(run_in_process):
     common = ("data.synthetic=true", "device=cpu", "scheduler=onecycle", "optimizer=adam")
     straight = run_in_process(*common, "trainer.max_epochs=2")
@@ -267,6 +269,7 @@ def test_scheduler_state_survives_resume(run_in_process):
     assert json.loads((resumed.run_dir / "metrics.json").read_text())["global_step"] == 8
 
 
+@pytest.mark.slow
 def test_resume_with_a_different_onecycle_length_is_refused(run_in_process):
     common = ("data.synthetic=true", "scheduler=onecycle")
     first = run_in_process(*common, "trainer.max_epochs=1")

@@ -30,6 +30,7 @@ FAST_DETECTOR = (
 SMALL = ("task=pennfudan", *FAST_DETECTOR, "data.batch_size=4")
 
 
+@pytest.mark.slow
 def test_train_pennfudan_sums_the_losses_and_reports_map(monkeypatch, tmp_path):
     code, run_dir = train_in_process(
         monkeypatch, tmp_path, *SMALL, "data.synthetic=true", "trainer.max_epochs=1",
@@ -49,6 +50,7 @@ def test_train_pennfudan_sums_the_losses_and_reports_map(monkeypatch, tmp_path):
         assert grid.size == (4 * 324 + 4, 248)  # four 240x320 panels, 4 px padding
 
 
+@pytest.mark.slow
 def test_detection_metrics_come_from_the_evaluator():
     evaluator = pennfudan.make_evaluator()
     box = torch.tensor([[10.0, 10.0, 50.0, 90.0]])
@@ -81,6 +83,7 @@ def test_offline_coco_weights_give_one_clear_error(monkeypatch):
         fasterrcnn(builder, num_classes=2, weights="COCO_V9")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -94,6 +97,7 @@ def test_pennfudan_mistakes_are_one_line(monkeypatch, tmp_path, capsys, override
     assert code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_missing_detection_extra_is_named_before_training(monkeypatch, tmp_path, capsys):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -107,6 +111,7 @@ def test_a_missing_detection_extra_is_named_before_training(monkeypatch, tmp_pat
     assert not (run_dir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_pennfudan_short_run_on_the_real_photos(monkeypatch, tmp_path):
     if not (SHARED_DATA / "PennFudanPed").is_dir():
@@ -145,6 +150,7 @@ def test_weights_path_from_a_coco_sized_detector_keeps_a_fresh_head(tmp_path):
     assert torch.equal(model.state_dict()[backbone], coco_like.state_dict()[backbone])
 
 
+@pytest.mark.slow
 def test_pennfudan_under_ddp_gathers_every_ranks_detections(run_cli):
     result = run_cli(
         *SMALL, "data.synthetic=true", "data.batch_size=2", "device=ddp", "device.devices=2",

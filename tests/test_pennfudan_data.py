@@ -249,6 +249,7 @@ def real_samples():
     return find_pennfudan(SHARED_DATA)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_set_has_170_annotated_images(real_samples):
     assert len(real_samples) == 170
@@ -258,6 +259,7 @@ def test_real_set_has_170_annotated_images(real_samples):
     assert sum(counts) == 423  # measured: 372 "PASpersonWalking" + 51 "PASpersonStanding"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_annotation_boxes_agree_with_the_masks(real_samples):
     worst = []
@@ -273,6 +275,7 @@ def test_real_annotation_boxes_agree_with_the_masks(real_samples):
     assert max(worst) <= 6
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_images_load_with_their_boxes(real_samples):
     dataset = PennFudanDataset(real_samples[::40], detection_transforms(train=True))

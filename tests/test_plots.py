@@ -264,6 +264,7 @@ def test_long_job_labels_are_shortened():
     assert plots._shorten("optimizer=sgd") == "optimizer=sgd"
 
 
+@pytest.mark.slow
 def test_importing_torchcamp_does_not_import_matplotlib():
     code = "import sys, torchcamp.trainer.plots; print('matplotlib' in sys.modules)"
     completed = subprocess.run(

@@ -122,6 +122,7 @@ def test_factory_adds_nothing_on_other_ranks(tmp_path):
     assert (built.wait, built.warmup, built.active, built.row_limit) == (0, 0, 1, 5)
 
 
+@pytest.mark.slow
 def test_debug_profile_from_the_cli(run_in_process):
     # callbacks=none drops the default callbacks, not the one debug=profile adds.
     result = run_in_process(

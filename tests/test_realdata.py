@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# Every test trains on a real data set: seconds each.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.realdata
 def test_rmb_lenet_reaches_course_accuracy(run_cli, shared_data):

@@ -20,6 +20,9 @@ import torch
 
 from torchcamp.trainer.checkpoint import load_checkpoint
 
+# Every test kills or signals training runs in subprocesses and resumes them: seconds each.
+pytestmark = pytest.mark.slow
+
 # rmb's stand-in data (64 training images, RandomCrop augmentation), 16 batches of 4 an
 # epoch, 2 batches per optimizer step: 8 steps an epoch, 24 in all. Early stopping ends the
 # run after epoch 3 of 4: with a min_delta no accuracy can beat, epoch 1 sets the best and

@@ -1,16 +1,20 @@
 """A run directory holds one run: a new run in a named ``hydra.run.dir`` (or sweep directory)
 that holds another is refused before anything is written, ``resume=auto`` continues the run in
 its own named directory, and finished, early-stopped and time-limited runs behave there as in
-Hydra's dated directories."""
+Hydra's dated directories; ``resume=auto``'s search among earlier runs (run_dir.py), and a
+``resume=PATH`` of another task refused."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from torchcamp.trainer.checkpoint import load_checkpoint
+from torchcamp.trainer.app.run_dir import find_resume_checkpoint
+from torchcamp.trainer.checkpoint import load_checkpoint, save_checkpoint
 
 FAST = ("task=rmb", "data.synthetic=true", "data.batch_size=16", "trainer.max_epochs=1")
 
@@ -31,6 +35,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_new_run_in_a_directory_holding_a_run_is_refused_and_the_run_untouched(
     run_in_process,
 ):
@@ -54,6 +59,7 @@ def test_a_new_run_in_a_directory_holding_a_run_is_refused_and_the_run_untouched
     assert load_checkpoint(first.run_dir / "checkpoints" / "last.pt")["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_resume_auto_continues_the_run_in_its_named_directory_and_nowhere_else(
     run_in_process, tmp_path
 ):
@@ -90,6 +96,7 @@ def test_resume_auto_continues_the_run_in_its_named_directory_and_nowhere_else(
     assert "resume=" in line and "checkpoints/last.pt" in line
 
 
+@pytest.mark.slow
 def test_resume_auto_in_an_empty_named_directory_starts_there(run_in_process, tmp_path):
     run_in_process(*FAST, f"output_root={tmp_path}")  # a matching run in a dated directory
     fresh = run_in_process(*FAST, "hydra.run.dir=runs/new", "resume=auto")
@@ -97,6 +104,7 @@ def test_resume_auto_in_an_empty_named_directory_starts_there(run_in_process, tm
     assert fresh.metrics["status"] == "completed" and fresh.metrics["resumed_from"] is None
 
 
+@pytest.mark.slow
 def test_an_early_stopped_run_in_a_named_directory_is_skipped(run_in_process):
     job = (
         *FAST, "trainer.max_epochs=4", "callbacks.early_stopping.patience=1",
@@ -109,6 +117,7 @@ def test_an_early_stopped_run_in_a_named_directory_is_skipped(run_in_process):
     assert json.loads((first.run_dir / "metrics.json").read_text())["status"] == "early_stopped"
 
 
+@pytest.mark.slow
 def test_a_named_sweep_directory_is_refused_whole_and_continued_with_resume_auto(
     run_in_process, tmp_path
 ):
@@ -140,6 +149,7 @@ def test_a_named_sweep_directory_is_refused_whole_and_continued_with_resume_auto
         assert (sweep_dir / job / "metrics.json").read_bytes() == before[f"{job}/metrics.json"][1]
 
 
+@pytest.mark.slow
 def test_under_ddp_a_named_directory_holding_a_run_is_refused_before_any_rank_starts(
     run_in_process,
 ):
@@ -168,3 +178,53 @@ def test_the_compose_api_refuses_a_directory_holding_a_run_too(tmp_path, monkeyp
         cfg = compose("config", [*overrides, "optimizer.lr=0.5"])
     with pytest.raises(RunDirectoryTaken, match="already holds a run"):
         train(cfg, run_dir=tmp_path / "run")
+
+
+# ---- resume=auto's search among earlier runs, and resume=PATH's task check ------------------
+
+
+def fake_run(root, name, task, overrides):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task": {"name": task}}))
+    save_checkpoint({"model": {}, "epoch": 1}, run / "checkpoints" / "last.pt")
+    time.sleep(0.01)  # distinct modification times
+    return run / "checkpoints" / "last.pt"
+
+
+def test_find_resume_checkpoint_matches_task_and_overrides(tmp_path):
+    older = fake_run(tmp_path, "1", "rmb", ["optimizer=adam"])
+    newer = fake_run(tmp_path, "2", "rmb", ["optimizer=adam", "resume=auto"])
+    fake_run(tmp_path, "3", "rmb", ["optimizer=sgd"])
+    fake_run(tmp_path, "4", "names", ["optimizer=adam"])
+    assert older.exists()
+    assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=adam", "resume=auto"]) == newer
+    assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=rmsprop"]) is None
+
+
+def test_resume_auto_skips_a_corrupt_newest_checkpoint(tmp_path, caplog):
+    older = fake_run(tmp_path, "1", "rmb", ["optimizer=adam"])
+    newer = fake_run(tmp_path, "2", "rmb", ["optimizer=adam"])
+    newer.write_bytes(newer.read_bytes()[:50])  # a save cut short outside torchcamp's control
+    assert find_resume_checkpoint(tmp_path, "rmb", ["optimizer=adam"]) == older
+    assert f"resume=auto: skipping {newer}" in caplog.text
+
+
+@pytest.mark.slow
+def test_resuming_another_tasks_checkpoint_names_both(monkeypatch, tmp_path, capsys):
+    from conftest import train_in_process
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    code, first = train_in_process(
+        monkeypatch, tmp_path / "a", "task=rmb", "data.synthetic=true", "trainer.max_epochs=1"
+    )
+    assert code == 0
+    code, _ = train_in_process(
+        monkeypatch, tmp_path / "b", "task=names", "data.synthetic=true",
+        f"resume={first}/checkpoints/last.pt",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "is task=rmb model=lenet; this run is task=names model=gru" in err

@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 from types import SimpleNamespace
 
+import pytest
 from PIL import Image
 
 from torchcamp.trainer.callbacks.csv_logger import CSVLogger, read_metrics_csv
 
 
+@pytest.mark.slow
 def test_metrics_csv_and_the_pictures_of_a_run(run_in_process):
     result = run_in_process("data.synthetic=true", "trainer.max_epochs=3")
     with open(result.run_dir / "metrics.csv", newline="") as file:
@@ -44,6 +46,7 @@ def test_metrics_csv_is_rewritten_from_the_checkpoints_history(tmp_path):
     assert read[1]["val/loss"] == 0.5 and read[0]["val/loss"] != read[0]["val/loss"]  # NaN
 
 
+@pytest.mark.slow
 def test_a_sweep_gets_a_picture_comparing_its_jobs(tmp_path, run_in_process):
     sweep_dir = tmp_path / "sweep"
     run_in_process(

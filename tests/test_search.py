@@ -10,6 +10,7 @@ import yaml
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the search extra")
 
 
+@pytest.mark.slow
 def test_optuna_search_finds_a_best_trial(tmp_path, run_in_process):
     run_in_process(
         "-m",

@@ -73,6 +73,7 @@ def test_early_stopping_on_a_metric_the_run_lacks_is_one_line():
         feed(EarlyStopping("val/auc"), [1.0])
 
 
+@pytest.mark.slow
 def test_an_early_stopped_run_says_so_and_is_not_trained_again(run_in_process, tmp_path):
     args = (
         *QUICK,
@@ -95,6 +96,7 @@ def test_an_early_stopped_run_says_so_and_is_not_trained_again(run_in_process, t
     assert again.metrics == metrics
 
 
+@pytest.mark.slow
 def test_early_stopping_is_off_by_default_and_its_keys_are_checked(run_in_process):
     result = run_in_process("data.synthetic=true", "callbacks=[early_stopping]")
     assert result.metrics["status"] == "completed" and result.metrics["epoch"] == 10
@@ -111,6 +113,7 @@ def test_max_time_takes_seconds_or_lightnings_durations(value, seconds):
     assert parse_duration(value) == seconds
 
 
+@pytest.mark.slow
 def test_time_limit_stops_tests_and_resumes_with_a_larger_limit(run_in_process, tmp_path):
     job = (*QUICK, "trainer.max_epochs=40", "resume=auto", f"output_root={tmp_path}")
     first = run_in_process(*job, "trainer.max_time=00:00:01")
@@ -135,6 +138,7 @@ def test_time_limit_stops_tests_and_resumes_with_a_larger_limit(run_in_process, 
     assert epochs == list(range(1, 41))  # every epoch once
 
 
+@pytest.mark.slow
 def test_a_bad_max_time_is_one_line(run_in_process):
     result = run_in_process("data.synthetic=true", "trainer.max_time=45min", check=False)
     assert result.returncode == 2
@@ -157,6 +161,7 @@ class StopAfter:
 '''
 
 
+@pytest.mark.slow
 def test_a_users_callback_outside_the_repository_can_end_training(run_in_process, tmp_path):
     import sys
 

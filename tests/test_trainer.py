@@ -171,6 +171,7 @@ def test_count_tensors_are_summed_and_summarized():
     assert metrics["val/acc"] == pytest.approx(float((predictions == labels).float().mean()))
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_weights(
     monkeypatch, tmp_path, capsys
 ):

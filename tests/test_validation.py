@@ -1,4 +1,6 @@
-"""Each invalid value stops the CLI before any work with one line and exit code 2."""
+"""Each invalid value stops the CLI before any work with one line and exit code 2 (the config
+checks of trainer/app/validation.py), and so does a bad data file once data is read, unless
+``data.skip_corrupt`` leaves it out. What valid options build: test_config_groups.py."""
 
 from __future__ import annotations
 
@@ -7,6 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+
+from torchcamp.trainer.app.validation import validate
+from torchcamp.trainer.errors import UserError
 
 CASES = [
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1"),
@@ -89,6 +95,7 @@ FILE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "args", "expected"),
     FILE_CASES,
@@ -105,8 +112,25 @@ def test_bad_files_give_one_line_and_exit_2(tmp_path, run_in_process, make, args
     assert_nothing_written_outside(tmp_path, result.run_dir, tmp_path / "data")
 
 
+@pytest.mark.slow
 def test_skip_corrupt_leaves_the_image_out_and_counts_it(tmp_path, run_in_process):
     args = corrupt_one_image(tmp_path / "data")
     result = run_in_process(*args, "data.skip_corrupt=true", "trainer.max_epochs=1")
     assert re.search(r"skipped 1 corrupt image\(s\) in train .*bees_001\.jpg", result.stdout)
     assert result.metrics["data/skipped_corrupt"] == 1
+
+
+# ---- data.num_workers: auto or a count --------------------------------------------------
+
+
+def test_num_workers_auto_is_none_on_the_cpu_and_one_per_core_up_to_8_on_cuda(monkeypatch):
+    from torchcamp.trainer.app import data
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 16)
+    assert data.num_workers("auto", cpu, 1) == 0
+    assert data.num_workers("auto", cuda, 1) == 8
+    assert data.num_workers("auto", cuda, 4) == 3  # 4 cores per DDP process, one trains
+    assert data.num_workers(2, cpu, 1) == 2
+    with pytest.raises(UserError, match=r"data\.num_workers=many .*auto or an integer"):
+        validate(OmegaConf.create({"data": {"num_workers": "many"}}))

@@ -223,6 +223,7 @@ SWITCHES_OFF = [
 ]
 
 
+@pytest.mark.slow
 def test_a_run_logs_the_views_and_switches_turn_them_off(monkeypatch, tmp_path):
     common = ("task=rmb", "data.synthetic=true", "trainer.max_epochs=1", "device=cpu")
     (tmp_path / "on").mkdir()
@@ -253,6 +254,7 @@ def test_a_run_logs_the_views_and_switches_turn_them_off(monkeypatch, tmp_path):
     assert metrics_on["test/loss"] == metrics_off["test/loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
@@ -347,6 +349,7 @@ def hparams_sessions(logdir: Path):
     return {info.name for info in experiment.hparam_infos}, sessions
 
 
+@pytest.mark.slow
 def test_hparams_tab_lines_up_every_job_of_a_sweep(monkeypatch, tmp_path):
     code, _ = train_in_process(
         monkeypatch,

@@ -1,6 +1,7 @@
-"""Which checkpoint files ModelCheckpoint keeps: the top k epochs by the monitored metric with
-best.pt the top one, epoch snapshots, the newest step files; removals only after a write is
-on disk, and the same files after a resume as without one."""
+"""The checkpoint callback (trainer/callbacks/checkpointing.py): which files ModelCheckpoint
+keeps, the top k epochs by the monitored metric with best.pt the top one, epoch snapshots, the
+newest step files; removals only after a write is on disk, and the same files after a resume as
+without one."""
 
 from __future__ import annotations
 
@@ -297,6 +298,7 @@ def test_a_wrong_value_is_a_one_line_user_error(tmp_path, settings, key):
     assert message.startswith(f"callbacks.checkpoint.{key} ") and "\n" not in message
 
 
+@pytest.mark.slow
 def test_a_run_keeps_its_best_epochs(run_in_process):
     result = run_in_process(
         "data.synthetic=true",
@@ -325,6 +327,7 @@ def test_a_run_keeps_its_best_epochs(run_in_process):
     assert not list(directory.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_best_pt_holds_the_best_epochs_weights_when_last_pt_is_written_rarely(tmp_path):
     """The real Trainer on epochs of milliseconds with no write cheap enough: last.pt is
     written after the first epoch (to measure it) and the last only, so the best epoch (the

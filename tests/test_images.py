@@ -1,96 +1,74 @@
-"""The RMB layouts as ``task=rmb`` reads them (an image-folder preset): the split CSV,
-pre-split folders, the seeded 8:1:1 split, and errors; leaving out corrupt images
-(``data.skip_corrupt``)."""
+"""Reading images (datasets/images.py): any mode as RGB without warnings, corrupt files left out
+with data.skip_corrupt, decoded images cached in memory (data.cache_mb), and the deterministic
+steps of a transform split off for that cache."""
 
 from __future__ import annotations
 
 import logging
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import preset_datasets
+from conftest import preset_datasets, write_images
 from PIL import Image
 
 from torchcamp.datasets.errors import DataError
-from torchcamp.datasets.images import readable
+from torchcamp.datasets.images import read_rgb, readable, split_deterministic
 from torchcamp.datasets.rmb import render_synthetic_rmb
 
-
-def write_images(folder, count, prefix="img"):
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        Image.new("RGB", (40, 20), (index, 0, 0)).save(folder / f"{prefix}{index:02d}.jpg")
+# ---- reading any image as RGB ----------------------------------------------------------------
 
 
-def rmb_splits(root, *overrides, seed=0):
-    """``{split: [(path, label), ...]}`` as ``train task=rmb data.root=ROOT`` reads them."""
-    datasets = preset_datasets("rmb", root, *overrides, seed=seed)
-    return {name: dataset.samples for name, dataset in datasets.items()}
+def palette_with_byte_transparency(path: Path) -> Path:
+    image = Image.new("P", (8, 8))
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    image.putdata([1] * 64)
+    image.save(path, transparency=bytes([0, 128, 255]))
+    return path
 
 
-def test_8_1_1_split_is_per_class_and_deterministic(tmp_path):
-    write_images(tmp_path / "RMB_data" / "1", 20)
-    write_images(tmp_path / "RMB_data" / "100", 10)
-    splits = rmb_splits(tmp_path, seed=0)
-    assert {name: len(items) for name, items in splits.items()} == {
-        "train": 24,
-        "val": 3,
-        "test": 3,
-    }
-    assert sum(label == 1 for _, label in splits["train"]) == 8
-    assert rmb_splits(tmp_path, seed=0) == splits
-    assert rmb_splits(tmp_path, seed=1) != splits
-    everything = [item for items in splits.values() for item in items]
-    assert len(set(everything)) == 30
+def test_a_palette_with_transparency_would_warn_when_converted_plainly(tmp_path):
+    path = palette_with_byte_transparency(tmp_path / "palette.png")
+    with Image.open(path) as image, pytest.warns(UserWarning, match="Transparency"):
+        image.convert("RGB")
 
 
-def test_split_csv_is_followed(tmp_path):
-    write_images(tmp_path / "RMB_data" / "1", 3)
-    write_images(tmp_path / "RMB_data" / "100", 3)
-    (tmp_path / "RMB_data_split.csv").write_text(
-        "split,class,filename\ntrain,1,img00.jpg\ntrain,100,img00.jpg\n"
-        "valid,1,img01.jpg\nvalid,100,img01.jpg\ntest,1,img02.jpg\ntest,100,img02.jpg\n"
-    )
-    splits = rmb_splits(tmp_path, seed=0)
-    assert [(p.parent.name, p.name, label) for p, label in splits["val"]] == [
-        ("1", "img01.jpg", 0),
-        ("100", "img01.jpg", 1),
-    ]
+@pytest.mark.parametrize(
+    ("mode", "make", "rgb"),
+    [
+        ("L", lambda: Image.new("L", (8, 8), 77), (77, 77, 77)),
+        ("LA", lambda: Image.new("LA", (8, 8), (90, 0)), (90, 90, 90)),
+        ("RGBA", lambda: Image.new("RGBA", (8, 8), (10, 20, 30, 0)), (10, 20, 30)),
+        ("1", lambda: Image.new("1", (8, 8), 1), (255, 255, 255)),
+        ("CMYK", lambda: Image.new("CMYK", (8, 8), (0, 255, 255, 0)), (255, 0, 0)),
+        ("I;16", lambda: Image.fromarray(np.full((8, 8), 32768, np.uint16)), (128, 128, 128)),
+        ("I", lambda: Image.new("I", (8, 8), 32768), (128, 128, 128)),
+        ("F", lambda: Image.new("F", (8, 8), 0.2), (51, 51, 51)),
+    ],
+)
+def test_every_mode_is_read_as_rgb_without_warnings(tmp_path, mode, make, rgb):
+    image = make()
+    assert image.mode == mode
+    path = tmp_path / ("image.tif" if mode in ("CMYK", "F", "I") else "image.png")
+    image.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        read = read_rgb(path)
+    assert read.mode == "RGB" and read.size == (8, 8)
+    assert read.getpixel((3, 3)) == rgb
 
 
-def test_pre_split_folders_are_read(tmp_path):
-    for split, count in (("train", 4), ("valid", 2), ("test", 1)):
-        write_images(tmp_path / "rmb_split" / split / "1", count)
-        write_images(tmp_path / "rmb_split" / split / "100", count)
-    splits = rmb_splits(tmp_path, seed=0)
-    assert [len(splits[name]) for name in ("train", "val", "test")] == [8, 4, 2]
-
-
-def test_missing_and_malformed_data_name_the_path(tmp_path):
-    nowhere = tmp_path / "nowhere"
-    with pytest.raises(DataError, match=r"no RMB_data/ or rmb_split/ in data\.root=.*nowhere"):
-        rmb_splits(nowhere, seed=0)
-    write_images(tmp_path / "RMB_data" / "1", 3)
-    (tmp_path / "RMB_data" / "100").mkdir()
-    with pytest.raises(DataError, match=r"no images in .*100"):
-        rmb_splits(tmp_path, seed=0)
-    (tmp_path / "RMB_data_split.csv").write_text("split,class,filename\ntrain,1,gone.jpg\n")
-    with pytest.raises(DataError, match=r"RMB_data_split\.csv:2 names gone\.jpg, which is not in"):
-        rmb_splits(tmp_path, seed=0)
-
-
-def test_synthetic_set_uses_the_real_layout_and_course_transforms(tmp_path):
-    render_synthetic_rmb(tmp_path, seed=3, per_class=10)
-    assert len(list((tmp_path / "RMB_data" / "1").glob("*.jpg"))) == 10
-    datasets = preset_datasets("rmb", tmp_path, seed=3)
-    image, label = datasets["train"][0]
-    assert image.shape == (3, 32, 32) and label in (0, 1)
-    assert datasets["train"].classes == ("1", "100")
-    # Same seed, same bytes: a resumed synthetic run trains on the same images.
-    again = tmp_path / "again"
-    render_synthetic_rmb(again, seed=3, per_class=10)
-    first = sorted((tmp_path / "RMB_data" / "1").glob("*.jpg"))[0]
-    assert first.read_bytes() == (again / "RMB_data" / "1" / first.name).read_bytes()
+def test_a_palette_with_transparency_and_16_bit_png_are_read_without_warnings(tmp_path):
+    palette = palette_with_byte_transparency(tmp_path / "palette.png")
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(deep)
+    with Image.open(deep) as opened:
+        assert opened.mode == "I;16"  # what a 16-bit PNG opens as
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_rgb(palette).getpixel((0, 0)) == (255, 0, 0)
+        assert read_rgb(deep).getpixel((0, 0)) == (255, 255, 255)  # scaled, not clipped
 
 
 # ---- data.skip_corrupt ---------------------------------------------------------------------
@@ -188,3 +166,39 @@ def test_a_cache_over_budget_is_not_made(tmp_path):
     assert train.cache_decoded(3 * 32 * 32 * len(train) - 1) == 0
     assert train.cache_decoded(0) == 0
     assert train[0][0].shape == (3, 32, 32)  # read from disk as before
+
+
+# ---- caching the deterministic steps of a transform ------------------------------------------
+
+
+def test_split_deterministic_knows_v2_and_v1_composes():
+    from torchvision import transforms
+    from torchvision.transforms import v2
+
+    resize, crop, grey, flip = (
+        v2.Resize(6),
+        v2.CenterCrop(4),
+        v2.Grayscale(3),
+        v2.RandomHorizontalFlip(),
+    )
+    to_image = v2.ToImage()
+    prefix, rest = split_deterministic(v2.Compose([resize, crop, grey, flip, to_image]))
+    assert type(prefix) is v2.Compose and prefix.transforms == [resize, crop, grey]
+    assert type(rest) is v2.Compose and rest.transforms == [flip, to_image]
+    kept = prefix(Image.new("RGB", (12, 8), (200, 0, 0)))
+    assert kept.size == (4, 4) and kept.mode == "RGB" and len(set(kept.getpixel((1, 1)))) == 1
+
+    prefix, rest = split_deterministic(v2.Compose([v2.Resize(4), v2.CenterCrop(4)]))
+    assert len(prefix.transforms) == 2 and rest is None
+
+    v1_resize, v1_crop = transforms.Resize(8), transforms.RandomCrop(8, padding=2)
+    prefix, rest = split_deterministic(transforms.Compose([v1_resize, v1_crop]))
+    assert type(prefix) is transforms.Compose and prefix.transforms == [v1_resize]
+    assert rest.transforms == [v1_crop]
+
+    # RandomApply holds a list of steps too, but runs them at random: nothing is kept.
+    random_apply = v2.RandomApply([v2.Resize(4)], p=0.5)
+    prefix, rest = split_deterministic(random_apply)
+    assert rest is random_apply
+    image = Image.new("RGB", (5, 5))
+    assert prefix(image) is image

@@ -1,4 +1,5 @@
-"""Every option of every config group composes, validates and builds its object."""
+"""Every option of every config group (conf/) composes, validates and builds its object; task
+presets, the user-facing keys and their defaults. Invalid values: test_validation.py."""
 
 from __future__ import annotations
 
@@ -139,16 +140,3 @@ def test_data_root_follows_environment(monkeypatch):
     assert compose_with().data.root == "/somewhere/data"
     monkeypatch.delenv("TORCHCAMP_DATA")
     assert compose_with().data.root == "data"
-
-
-def test_num_workers_auto_is_none_on_the_cpu_and_one_per_core_up_to_8_on_cuda(monkeypatch):
-    from torchcamp.trainer.app import data
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(data.os, "cpu_count", lambda: 16)
-    assert data.num_workers("auto", cpu, 1) == 0
-    assert data.num_workers("auto", cuda, 1) == 8
-    assert data.num_workers("auto", cuda, 4) == 3  # 4 cores per DDP process, one trains
-    assert data.num_workers(2, cpu, 1) == 2
-    with pytest.raises(UserError, match=r"data\.num_workers=many .*auto or an integer"):
-        validate(OmegaConf.create({"data": {"num_workers": "many"}}))
