@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import train_in_process
 
 from torchcamp.trainer.app import cli
@@ -52,6 +53,7 @@ def run(folder: Path, command: str, *args: str) -> subprocess.CompletedProcess:
     return completed
 
 
+@pytest.mark.slow
 def test_the_readme_example_trains_evaluates_predicts_and_resumes(tmp_path, monkeypatch, capsys):
     files = readme_files()
     assert set(files) == {"regression.py", "configs/task/regression.yaml"}
@@ -156,6 +158,7 @@ data: {empty: val, batch_size: 4}
 """
 
 
+@pytest.mark.slow
 def test_an_empty_split_of_a_users_task_is_left_out_and_an_empty_train_split_refused(
     tmp_path, monkeypatch, capsys
 ):
