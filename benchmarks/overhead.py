@@ -44,6 +44,7 @@ from torchcamp.trainer.callbacks.csv_logger import CSVLogger
 from torchcamp.trainer.callbacks.model_views import ModelViewsLogger
 from torchcamp.trainer.callbacks.run_plots import RunPlots
 from torchcamp.trainer.callbacks.tensorboard import TensorBoardLogger
+from torchcamp.trainer.options import Limits, Monitor
 from torchcamp.trainer.trainer import Trainer
 
 CASES = {  # name -> (model factory, image size, training images, validation images)
@@ -146,8 +147,8 @@ def trainer_loop(make_model, loaders, epochs: int, run_dir: Path, views: bool = 
         step,
         optimizer,
         build_loss(nn.CrossEntropyLoss()),
-        max_epochs=epochs,
-        monitor="val/loss",
+        limits=Limits(max_epochs=epochs),
+        monitor=Monitor("val/loss"),
         callbacks=callbacks,
         summarize_fn=summarize,
     )
