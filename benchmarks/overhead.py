@@ -56,6 +56,9 @@ CASES = {  # name -> (model factory, image size, training images, validation ima
     "linear": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), 8, 8000, 160),
 }
 BATCH = 16
+# Wall-clock time; --cpu-time: this process's CPU time (all its threads), which other
+# processes on a shared machine disturb far less.
+now = time.perf_counter
 
 
 def make_loaders(size: int, train_n: int, val_n: int) -> tuple[DataLoader, DataLoader]:
@@ -76,7 +79,7 @@ def raw_loop(make_model, loaders, epochs: int) -> tuple[list[float], list[float]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     losses, seconds = [], []
     for _ in range(epochs):
-        started = time.perf_counter()
+        started = now()
         loss_sum, correct, total = 0.0, 0, 0
         model.train()
         for inputs, labels in train_loader:
@@ -92,7 +95,7 @@ def raw_loop(make_model, loaders, epochs: int) -> tuple[list[float], list[float]
         with torch.no_grad():
             for inputs, labels in val_loader:
                 criterion(model(inputs), labels).item()
-        seconds.append(time.perf_counter() - started)
+        seconds.append(now() - started)
         losses.append(loss_sum / total)
     return losses, seconds
 
@@ -108,7 +111,7 @@ class EpochClock:
 
     def on_epoch_end(self, trainer, metrics) -> None:
         self.losses.append(metrics["train/loss"])
-        self.ends.append(time.perf_counter())
+        self.ends.append(now())
 
 
 def default_views(model: nn.Module, tensorboard: TensorBoardLogger, loaders) -> ModelViewsLogger:
@@ -152,7 +155,7 @@ def trainer_loop(make_model, loaders, epochs: int, run_dir: Path, views: bool = 
         callbacks=callbacks,
         summarize_fn=summarize,
     )
-    started = time.perf_counter()
+    started = now()
     trainer.fit(*loaders)
     # Each epoch's seconds: from the previous epoch's end (or the start) to its own end.
     starts = [started, *clock.ends[:-1]]
@@ -166,7 +169,13 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="runs of each loop, alternating (machine drift)"
     )
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time with the process's CPU time (shared machine)"
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        global now
+        now = time.process_time
     torch.set_num_threads(torch.get_num_threads())  # as each run finds the machine
     rows = []
     for name in [args.only] if args.only else list(CASES):

@@ -32,12 +32,13 @@ class TrainingStep:
         an accumulation window; each optimizer steps at the window's end."""
         batch = self._to_device(batch)
         # DDP all-reduces gradients on every backward; only the window's last one needs it.
-        no_sync = getattr(self.model, "no_sync", None)
+        # (Looked up only then: a module's missing attribute costs an exception.)
+        no_sync = None if steps_now else getattr(self.model, "no_sync", None)
         out: dict[str, torch.Tensor] = {}
         for phase, optimizer in self.optimizers.items():
             if window_starts:
                 optimizer.zero_grad(set_to_none=True)
-            sync = nullcontext() if steps_now or no_sync is None else no_sync()
+            sync = nullcontext() if no_sync is None else no_sync()
             held_fixed = self.optimization.held_fixed[phase]
             with without_grad(held_fixed) if held_fixed else nullcontext(), sync:
                 phase_out = self._forward(batch, training=True, phase=phase)

@@ -12,11 +12,14 @@ Trainer calls ``step(model, batch, loss_fn, phase="D")`` and then ``phase="G"``,
 only that part's parameters taking gradients, and keeps AMP, accumulation, clipping,
 scheduling and checkpointing for every optimizer, so the task writes no optimizer code at all.
 
-Training ends after ``max_epochs``, or earlier: when a callback sets ``should_stop`` (early
-stopping, after an epoch) or when ``max_time`` seconds of training have passed (at the next
-optimizer step, counted across resumes); either way the test split is scored after it.
-``limit_*_batches`` run part of each epoch (a count or a share of the batches). Every epoch
-leaves a row in ``history`` (metrics.csv), which checkpoints carry.
+Training ends after ``Limits.max_epochs``, or earlier: when a callback sets ``should_stop``
+(early stopping, after an epoch) or when ``Limits.max_time`` seconds of training have passed
+(at the next optimizer step, counted across resumes); either way the test split is scored
+after it. ``Limits.*_batches`` run part of each epoch (a count or a share of the batches).
+Every epoch leaves a row in ``history`` (metrics.csv), which checkpoints carry.
+
+The settings come in groups (trainer/options.py); the per-batch step is in trainer/step.py,
+the run's position and its checkpoint in trainer/state.py.
 """
 
 from __future__ import annotations
@@ -106,9 +109,8 @@ class Trainer(RunState, TrainingStep):
         self.optimizers = self.optimization.optimizers  # by part, stepped in this order
         self.phased = self.optimization.phased
         # What callbacks read of the settings, under the names they always had.
-        self.max_epochs = limits.max_epochs
+        self.max_epochs, self.log_every_n_steps = limits.max_epochs, reporting.log_every_n_steps
         self.monitor, self.monitor_mode = monitor.metric, monitor.mode
-        self.log_every_n_steps = reporting.log_every_n_steps
         self.callbacks = list(callbacks)  # run_callbacks calls them in `order`
         # Bars only where a person watches: a log file or CI gets one line per epoch instead.
         self.progress = reporting.progress and sys.stdout.isatty()
@@ -117,18 +119,16 @@ class Trainer(RunState, TrainingStep):
         self.extras = ExtrasBudget(reporting.extras_budget)
         # A step may return count tensors (e.g. a confusion matrix): summed over the epoch and
         # the ranks, kept here per split, and turned into metrics by `summarize_fn`.
-        self.summarize_fn = summarize_fn
+        self.summarize_fn, self.make_evaluator = summarize_fn, make_evaluator
         self.epoch_counts: dict[str, dict[str, torch.Tensor]] = {}
-        self.make_evaluator = make_evaluator
         self._reset_progress()
         # On a GPU, reading the loss on the host every step (to stop at a NaN) would make the
         # CPU wait for the GPU to finish the step. With optimizers that can skip a step on the
         # device (fused ones), a non-finite loss is flagged there instead, turns every later
         # step into a no-op, and is read at the next logging point or the epoch's end; the
         # run stops with the weights from before it all the same.
-        self.finite_check_on_device = (
-            self.device.type == "cuda" and self.optimization.skips_on_device
-        )
+        on_gpu = self.device.type == "cuda"
+        self.finite_check_on_device = on_gpu and self.optimization.skips_on_device
         self._nonfinite: torch.Tensor | None = None  # 1.0 once a loss was not finite
         check_optimizers_fit(
             self.model, self.optimizers, stepping.accumulate_grad_batches, compute.precision
