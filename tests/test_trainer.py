@@ -310,3 +310,27 @@ def test_building_a_trainer_leaves_the_process_wide_torch_switches_as_they_were(
         torch.autograd.set_detect_anomaly(before[4])
         torch.set_float32_matmul_precision(before[5])
     assert switches() == before
+
+
+def test_the_process_setup_sets_the_switches_the_trainer_keys_ask_for(tmp_path):
+    from conftest import preset_settings
+
+    from torchcamp.trainer.app.process import setup_process
+
+    switches = ("deterministic", "cudnn_benchmark", "detect_anomaly")
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    anomaly = torch.is_anomaly_enabled()
+    try:
+        setup_process(
+            preset_settings("rmb", tmp_path, "device=cpu", *(f"trainer.{s}=true" for s in switches))
+        )
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_anomaly_enabled()
+        setup_process(preset_settings("rmb", tmp_path, "device=cpu"))  # the defaults: off
+        assert not torch.backends.cudnn.benchmark and not torch.is_anomaly_enabled()
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.autograd.set_detect_anomaly(anomaly)
