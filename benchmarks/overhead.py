@@ -2,6 +2,7 @@
 
     python benchmarks/overhead.py                 # LeNet, ResNet18 and a linear layer
     python benchmarks/overhead.py --only lenet --epochs 10
+    python benchmarks/overhead.py --only linear --cpu-time  # CPU time: on a busy machine
 
 For each model: the same initial weights, the same in-memory batches in the same order, SGD,
 cross entropy, a validation pass after every epoch. The raw loop is the course's §2.1 loop
