@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchcamp.tasks.classification import build_loss, classification_step
+from torchcamp.trainer.options import Compute, Limits, Monitor, Reporting
 from torchcamp.trainer.trainer import Trainer
 
 
@@ -86,13 +87,11 @@ def run_variant(variant: str, loader: DataLoader, device: str, epochs: int) -> t
         optimizer,
         build_loss(nn.CrossEntropyLoss()),
         device=device,
-        precision=precision,
-        max_epochs=epochs,
-        monitor=None,
+        compute=Compute(precision, "channels_last" in flags, "compile" in flags),
+        limits=Limits(max_epochs=epochs),
+        monitor=Monitor(metric=None),
         callbacks=[clock],
-        progress=False,
-        channels_last="channels_last" in flags,
-        compile="compile" in flags,
+        reporting=Reporting(progress=False),
     )
     with UtilizationSampler(trainer.device) as utilization:
         started = time.perf_counter()

@@ -202,12 +202,15 @@ class AdaptedLoss(nn.Module):
         self.plain = input == "logits" and target == "index"
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # One module call per step, this one: the wrapped loss's forward is called as a
+        # function (it runs every step; hooks on the wrapped loss itself are not run).
+        loss = self.loss.forward if isinstance(self.loss, nn.Module) else self.loss
         if self.plain and logits.dtype == torch.float32:  # most steps: nothing to adapt
-            return self.loss(logits, labels)
+            return loss(logits, labels)
         autocast = torch.is_autocast_enabled(logits.device.type)
         with torch.autocast(logits.device.type, enabled=False) if autocast else nullcontext():
             prediction = INPUTS[self.input](logits.float())
-            return self.loss(prediction, TARGETS[self.target](labels, logits.shape[1]))
+            return loss(prediction, TARGETS[self.target](labels, logits.shape[1]))
 
 
 # Criteria that compare probabilities with targets of the same shape: what AdversarialLoss wraps.

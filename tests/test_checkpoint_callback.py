@@ -337,6 +337,7 @@ def test_best_pt_holds_the_best_epochs_weights_when_last_pt_is_written_rarely(tm
 
     from torchcamp.tasks.classification import classification_step, summarize
     from torchcamp.trainer.callbacks import Callback
+    from torchcamp.trainer.options import Limits, Reporting
     from torchcamp.trainer.trainer import Trainer
 
     class Weights(Callback):
@@ -365,8 +366,9 @@ def test_best_pt_holds_the_best_epochs_weights_when_last_pt_is_written_rarely(tm
     checkpoint._save_last = lambda trainer, *a: (writes.append(trainer.epoch), save(trainer, *a))
     trainer = Trainer(
         model, step, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-        max_epochs=12, progress=False, summarize_fn=summarize, callbacks=[weights, checkpoint],
-        extras_budget=0.0,  # no write is cheap enough before 5 s of training
+        limits=Limits(max_epochs=12), summarize_fn=summarize, callbacks=[weights, checkpoint],
+        # No write is cheap enough before 5 s of training.
+        reporting=Reporting(progress=False, extras_budget=0.0),
     )  # fmt: skip
     loader = DataLoader(data, batch_size=16)
     trainer.fit(loader, loader)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from torchcamp.tasks import dcgan
 from torchcamp.trainer.checkpoint import load_checkpoint
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.options import Compute, Reporting, Stepping
 from torchcamp.trainer.params import without_grad
 from torchcamp.trainer.trainer import Trainer
 
@@ -53,7 +54,12 @@ def make_gan_trainer(accumulate: int) -> tuple[Trainer, dcgan.DCGAN]:
     }
     loss = dcgan.AdversarialLoss(nn.BCELoss())
     return Trainer(
-        model, dcgan.step, optimizers, loss, accumulate_grad_batches=accumulate, progress=False
+        model,
+        dcgan.step,
+        optimizers,
+        loss,
+        stepping=Stepping(accumulate_grad_batches=accumulate),
+        reporting=Reporting(progress=False),
     ), model
 
 
@@ -237,8 +243,8 @@ def test_one_grad_scaler_skips_both_steps_on_overflow_and_backs_off_once():
         dcgan.step,
         optimizers,
         dcgan.AdversarialLoss(nn.BCELoss()),
-        precision="16-mixed",
-        progress=False,
+        compute=Compute(precision="16-mixed"),
+        reporting=Reporting(progress=False),
     )
     trainer.optimization.scaler = torch.amp.GradScaler(
         "cpu", init_scale=2.0**100

@@ -17,9 +17,12 @@ from torchcamp.trainer.app import builders
 from torchcamp.trainer.app.validation import INITS
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.options import Limits, Monitor, Reporting, Stepping
 from torchcamp.trainer.params import freeze
 from torchcamp.trainer.regularizers import MaxNorm
 from torchcamp.trainer.trainer import Trainer
+
+QUIET = Reporting(progress=False)
 
 
 def regression_step(model, batch, loss_fn):
@@ -68,7 +71,10 @@ def test_lbfgs_converges_on_a_least_squares_problem():
         },
         model,
     )
-    trainer = Trainer(model, regression_step, optimizer, nn.MSELoss(), max_epochs=5, progress=False)
+    five_epochs = Limits(max_epochs=5)
+    trainer = Trainer(
+        model, regression_step, optimizer, nn.MSELoss(), limits=five_epochs, reporting=QUIET
+    )
     assert trainer.optimization.needs_closure
     loader = DataLoader(TensorDataset(inputs, targets), batch_size=64)  # full batch
     metrics = trainer.fit(loader)
@@ -85,7 +91,7 @@ def test_lbfgs_refuses_accumulation():
             regression_step,
             torch.optim.LBFGS(model.parameters()),
             nn.MSELoss(),
-            accumulate_grad_batches=2,
+            stepping=Stepping(accumulate_grad_batches=2),
         )
 
 
@@ -94,7 +100,7 @@ def test_sparse_adam_trains_a_sparse_embedding():
     optimizer = torch.optim.SparseAdam(model.parameters(), lr=0.1)
     data = TensorDataset(torch.randint(0, 10, (32, 4)), torch.randint(0, 3, (32,)))
     before = model[0].weight.detach().clone()
-    trainer = Trainer(model, classification_step, optimizer, nn.CrossEntropyLoss(), progress=False)
+    trainer = Trainer(model, classification_step, optimizer, nn.CrossEntropyLoss(), reporting=QUIET)
     trainer.fit(DataLoader(data, batch_size=8))
     assert trainer.global_step == 4 and not torch.equal(before, model[0].weight)
 
@@ -122,12 +128,11 @@ def test_plateau_lowers_the_lr_when_the_monitored_metric_stalls():
         optimizer,
         nn.CrossEntropyLoss(),
         scheduler=scheduler,
-        scheduler_interval=interval,
-        max_epochs=5,
-        monitor="val/acc",
-        monitor_mode="max",
+        stepping=Stepping(scheduler_interval=interval),
+        limits=Limits(max_epochs=5),
+        monitor=Monitor("val/acc", "max"),
         callbacks=[recorder],
-        progress=False,
+        reporting=QUIET,
     )
     loader = DataLoader(classification_data(), batch_size=8)
     trainer.fit(loader, loader)
@@ -159,11 +164,10 @@ def test_onecycle_ends_exactly_at_its_final_lr(accumulate, batches):
         optimizer,
         nn.CrossEntropyLoss(),
         scheduler=scheduler,
-        scheduler_interval=interval,
-        max_epochs=3,
-        accumulate_grad_batches=accumulate,
+        stepping=Stepping(accumulate_grad_batches=accumulate, scheduler_interval=interval),
+        limits=Limits(max_epochs=3),
         callbacks=[recorder],
-        progress=False,
+        reporting=QUIET,
     )
     trainer.fit(loader)
     assert len(recorder.lrs) == 3 * math.ceil(batches / accumulate) == scheduler.total_steps
@@ -218,7 +222,7 @@ def test_frozen_parameters_do_not_change_and_the_rest_do():
     optimizer = builders.build_optimizer(
         {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5}, model
     )
-    Trainer(model, classification_step, optimizer, nn.CrossEntropyLoss(), progress=False).fit(
+    Trainer(model, classification_step, optimizer, nn.CrossEntropyLoss(), reporting=QUIET).fit(
         DataLoader(classification_data(), batch_size=8)
     )
     after = model.state_dict()
@@ -243,10 +247,10 @@ def test_max_norm_holds_after_every_step():
         classification_step,
         optimizer,
         nn.CrossEntropyLoss(),
-        max_epochs=2,
+        limits=Limits(max_epochs=2),
         regularizer=MaxNorm(max_val=max_val),
         callbacks=[StepRecorder(check)],
-        progress=False,
+        reporting=QUIET,
     ).fit(DataLoader(classification_data(), batch_size=8))
     assert len(violations) == 2 * 6 * 2 and not any(violations)
 

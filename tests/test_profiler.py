@@ -16,6 +16,7 @@ from torchcamp.tasks.classification import classification_step
 from torchcamp.trainer.app.callbacks import profiler as profiler_factory
 from torchcamp.trainer.callbacks.profiler import Profiler
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.options import Reporting
 from torchcamp.trainer.trainer import Trainer
 
 LOGGER = "torchcamp.trainer.callbacks.profiler"
@@ -36,7 +37,7 @@ def fit(callback: Profiler, steps: int) -> None:
         optimizer,
         nn.CrossEntropyLoss(),
         callbacks=[callback],
-        progress=False,
+        reporting=Reporting(progress=False),
     )
     trainer.fit(DataLoader(data, batch_size=2), DataLoader(data, batch_size=4))
 

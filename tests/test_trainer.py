@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from torchcamp.tasks.classification import classification_step, summarize
 from torchcamp.trainer.callbacks import Callback
+from torchcamp.trainer.options import Compute, Limits, Monitor, Reporting, Stepping
 from torchcamp.trainer.trainer import Trainer
 
 
@@ -28,7 +29,7 @@ def make_model(seed: int = 0) -> nn.Module:
 
 def make_trainer(model: nn.Module, **kwargs) -> Trainer:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    kwargs.setdefault("progress", False)
+    kwargs.setdefault("reporting", Reporting(progress=False))
     kwargs.setdefault("summarize_fn", summarize)  # accuracy: from the summed confusion counts
     return Trainer(model, classification_step, optimizer, nn.CrossEntropyLoss(), **kwargs)
 
@@ -37,7 +38,9 @@ def make_trainer(model: nn.Module, **kwargs) -> Trainer:
 def test_k_micro_batches_equal_one_big_batch(k):
     data = make_data(n=8 * k)
     small, big = make_model(), make_model()
-    make_trainer(small, accumulate_grad_batches=k).train_one_epoch(DataLoader(data, batch_size=8))
+    make_trainer(small, stepping=Stepping(accumulate_grad_batches=k)).train_one_epoch(
+        DataLoader(data, batch_size=8)
+    )
     make_trainer(big).train_one_epoch(DataLoader(data, batch_size=8 * k))
     for p_small, p_big in zip(small.parameters(), big.parameters(), strict=True):
         torch.testing.assert_close(p_small, p_big, rtol=1e-5, atol=1e-6)
@@ -47,7 +50,7 @@ def test_last_partial_window_still_steps_and_is_averaged_over_its_batches():
     # 5 batches with k=2: windows [0,1], [2,3], [4]. The last window is one batch on its own.
     data = make_data(n=40)
     model = make_model()
-    trainer = make_trainer(model, accumulate_grad_batches=2)
+    trainer = make_trainer(model, stepping=Stepping(accumulate_grad_batches=2))
     trainer.train_one_epoch(DataLoader(data, batch_size=8))
     assert trainer.global_step == 3
 
@@ -65,7 +68,9 @@ def test_last_partial_window_still_steps_and_is_averaged_over_its_batches():
 
 def test_per_step_scheduler_counts_optimizer_steps_not_batches():
     model = make_model()
-    trainer = make_trainer(model, accumulate_grad_batches=4, scheduler_interval="step")
+    trainer = make_trainer(
+        model, stepping=Stepping(accumulate_grad_batches=4, scheduler_interval="step")
+    )
     trainer.optimization.schedulers["model"] = torch.optim.lr_scheduler.StepLR(
         trainer.optimizer, 1, gamma=0.5
     )
@@ -77,7 +82,7 @@ def test_per_step_scheduler_counts_optimizer_steps_not_batches():
 def test_gradient_clipping_bounds_the_update():
     model = make_model()
     before = copy.deepcopy(model)
-    trainer = make_trainer(model, gradient_clip_val=1e-3)
+    trainer = make_trainer(model, stepping=Stepping(gradient_clip_val=1e-3))
     trainer.train_one_epoch(DataLoader(make_data(n=8), batch_size=8))
     delta = torch.cat(
         [(a - b).flatten() for a, b in zip(model.parameters(), before.parameters(), strict=True)]
@@ -88,7 +93,7 @@ def test_gradient_clipping_bounds_the_update():
 
 def test_bf16_autocast_on_cpu():
     model = make_model()
-    trainer = make_trainer(model, precision="bf16-mixed")
+    trainer = make_trainer(model, compute=Compute(precision="bf16-mixed"))
     seen = []
 
     def step(model, batch, loss_fn):
@@ -106,8 +111,10 @@ def test_bf16_autocast_on_cpu():
 
 
 def test_grad_scaler_is_only_enabled_for_fp16():
-    assert not make_trainer(make_model(), precision="bf16-mixed").optimization.scaler.is_enabled()
-    assert not make_trainer(make_model(), precision="32").optimization.scaler.is_enabled()
+    assert not make_trainer(
+        make_model(), compute=Compute("bf16-mixed")
+    ).optimization.scaler.is_enabled()
+    assert not make_trainer(make_model(), compute=Compute("32")).optimization.scaler.is_enabled()
 
 
 def test_best_metric_and_callbacks_in_order():
@@ -123,9 +130,8 @@ def test_best_metric_and_callbacks_in_order():
     model = make_model()
     trainer = make_trainer(
         model,
-        max_epochs=3,
-        monitor="val/acc",
-        monitor_mode="max",
+        limits=Limits(max_epochs=3),
+        monitor=Monitor("val/acc", "max"),
         callbacks=[Recorder("late", 5), Recorder("early", -5)],
     )
     data = DataLoader(make_data(), batch_size=8)
@@ -137,7 +143,7 @@ def test_best_metric_and_callbacks_in_order():
 
 def test_state_dict_round_trip_restores_progress_and_rng():
     model = make_model()
-    trainer = make_trainer(model, max_epochs=1)
+    trainer = make_trainer(model, limits=Limits(max_epochs=1))
     trainer.fit(DataLoader(make_data(), batch_size=8))
     state = trainer.state_dict()
     expected = torch.rand(3)
@@ -213,7 +219,8 @@ def test_on_a_gpu_a_nonfinite_loss_is_read_late_and_the_steps_after_it_change_no
         return out
 
     trainer = Trainer(
-        model, step, optimizer, nn.CrossEntropyLoss(), progress=False, log_every_n_steps=5,
+        model, step, optimizer, nn.CrossEntropyLoss(),
+        reporting=Reporting(log_every_n_steps=5, progress=False),
         callbacks=[ModelCheckpoint(tmp_path)], summarize_fn=summarize,
     )  # fmt: skip
     assert trainer.optimization.skips_on_device and not trainer.finite_check_on_device
@@ -230,7 +237,7 @@ def test_on_a_gpu_a_nonfinite_loss_is_read_late_and_the_steps_after_it_change_no
 
 def test_fp16_counts_the_steps_the_scaler_skips(caplog):
     model = make_model()
-    trainer = make_trainer(model, precision="16-mixed")
+    trainer = make_trainer(model, compute=Compute(precision="16-mixed"))
     trainer.optimization.scaler = torch.amp.GradScaler(
         "cpu", init_scale=2.0**100
     )  # the first step overflows
@@ -261,10 +268,8 @@ def test_a_compiled_channels_last_model_saves_and_resumes_as_a_plain_model():
         step,
         optimizer,
         nn.CrossEntropyLoss(),
-        max_epochs=1,
-        progress=False,
-        channels_last=True,
-        compile={"backend": "eager"},
+        reporting=Reporting(progress=False),
+        compute=Compute(channels_last=True, compile={"backend": "eager"}),
     )
     trainer.fit(DataLoader(data, batch_size=8))
     assert all(seen) and isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
@@ -275,3 +280,58 @@ def test_a_compiled_channels_last_model_saves_and_resumes_as_a_plain_model():
     plain.load_state_dict(state)
     for a, b in zip(plain.module.parameters(), model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_building_a_trainer_leaves_the_process_wide_torch_switches_as_they_were():
+    # They are the process's (set where it is set up, trainer/app/process.py): a Trainer built
+    # to evaluate must not change them, whatever they are.
+    def switches():
+        return (
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.is_anomaly_enabled(),
+            torch.get_float32_matmul_precision(),
+        )
+
+    before = switches()
+    flipped = (not before[0], not before[1], not before[2], True, not before[4], "medium")
+    try:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flipped[:2]
+        torch.use_deterministic_algorithms(flipped[2], warn_only=True)
+        torch.autograd.set_detect_anomaly(flipped[4])
+        torch.set_float32_matmul_precision("medium")
+        for settings in ({}, {"compute": Compute("bf16-mixed", channels_last=True)}):
+            make_trainer(make_model(), **settings)
+            assert switches() == flipped
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[:2]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
+        torch.autograd.set_detect_anomaly(before[4])
+        torch.set_float32_matmul_precision(before[5])
+    assert switches() == before
+
+
+def test_the_process_setup_sets_the_switches_the_trainer_keys_ask_for(tmp_path):
+    from conftest import preset_settings
+
+    from torchcamp.trainer.app.process import setup_process
+
+    switches = ("deterministic", "cudnn_benchmark", "detect_anomaly")
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    anomaly = torch.is_anomaly_enabled()
+    try:
+        setup_process(
+            preset_settings("rmb", tmp_path, "device=cpu", *(f"trainer.{s}=true" for s in switches))
+        )
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_anomaly_enabled()
+        setup_process(preset_settings("rmb", tmp_path, "device=cpu"))  # the defaults: off
+        assert not torch.backends.cudnn.benchmark and not torch.is_anomaly_enabled()
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.autograd.set_detect_anomaly(anomaly)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.options import Compute, Reporting
 from torchcamp.trainer.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -108,11 +109,10 @@ def evaluate(
         optimizer,
         loss_fn,
         device=device,
-        precision=precision,
-        progress=False,
         summarize_fn=task.summarize,
         make_evaluator=task.make_evaluator,
-        channels_last=channels_last,
+        compute=Compute(precision=precision, channels_last=channels_last),
+        reporting=Reporting(progress=False),
     )
     metrics: dict[str, float] = {}
     for split, loader in loaders.items():

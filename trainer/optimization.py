@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.options import PRECISIONS
 from torchcamp.trainer.params import needs_closure, other_parts_params
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 SINGLE = "model"  # the name of the one optimizer of an ordinary task
 
 
@@ -79,7 +79,8 @@ class Optimization:
         return torch.autocast(self.device_type, dtype=dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
+        """The loss's gradients, scaled under fp16."""
+        (self.scaler.scale(loss) if self.scaler.is_enabled() else loss).backward()
 
     @property
     def skips_on_device(self) -> bool:
@@ -98,8 +99,11 @@ class Optimization:
             self.scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
             params = [p for group in optimizer.param_groups for p in group["params"]]
             nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
-        if skip is None:
-            self.scaler.step(optimizer)
+        if skip is None:  # without fp16's scaler, the optimizer itself: nothing to check
+            if self.scaler.is_enabled():
+                self.scaler.step(optimizer)
+            else:
+                optimizer.step()
             return
         optimizer.found_inf = skip  # what a fused optimizer's kernels read (GradScaler's way)
         try:

@@ -12,21 +12,22 @@ Trainer calls ``step(model, batch, loss_fn, phase="D")`` and then ``phase="G"``,
 only that part's parameters taking gradients, and keeps AMP, accumulation, clipping,
 scheduling and checkpointing for every optimizer, so the task writes no optimizer code at all.
 
-Training ends after ``max_epochs``, or earlier: when a callback sets ``should_stop`` (early
-stopping, after an epoch) or when ``max_time`` seconds of training have passed (at the next
-optimizer step, counted across resumes); either way the test split is scored after it.
-``limit_*_batches`` run part of each epoch (a count or a share of the batches). Every epoch
-leaves a row in ``history`` (metrics.csv), which checkpoints carry.
+Training ends after ``Limits.max_epochs``, or earlier: when a callback sets ``should_stop``
+(early stopping, after an epoch) or when ``Limits.max_time`` seconds of training have passed
+(at the next optimizer step, counted across resumes); either way the test split is scored
+after it. ``Limits.*_batches`` run part of each epoch (a count or a share of the batches).
+Every epoch leaves a row in ``history`` (metrics.csv), which checkpoints carry.
+
+The settings come in groups (trainer/options.py); the per-batch step is in trainer/step.py,
+the run's position and its checkpoint in trainer/state.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import nullcontext
 from itertools import islice
 from typing import Any
 
@@ -41,24 +42,36 @@ from torchcamp.trainer.data import epoch_batches, limited_batches
 from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
 from torchcamp.trainer.extras import ExtrasBudget
 from torchcamp.trainer.metrics import EpochSums, Evaluator, batch_size, format_metrics
-from torchcamp.trainer.optimization import SINGLE, Optimization
-from torchcamp.trainer.params import check_optimizers_fit, log_parameters, without_grad
+from torchcamp.trainer.optimization import Optimization
+from torchcamp.trainer.options import Compute, Limits, Monitor, Reporting, Stepping
+from torchcamp.trainer.params import check_optimizers_fit, log_parameters
 from torchcamp.trainer.regularizers import Regularizer
-from torchcamp.trainer.utils import (
-    get_rng_state,
-    move_to_device,
-    set_backend_flags,
-    set_rng_state,
-    to_channels_last,
-)
+from torchcamp.trainer.state import RunState
+from torchcamp.trainer.step import TrainingStep
+from torchcamp.trainer.utils import set_rng_state
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[..., Mapping[str, Any]]
+# The groups' defaults (frozen: one instance serves every Trainer).
+LIMITS, COMPUTE, STEPPING, MONITOR, REPORTING = (
+    Limits(),
+    Compute(),
+    Stepping(),
+    Monitor(),
+    Reporting(),
+)
 
 
-class Trainer:
-    """Trains ``model`` with ``step_fn`` and reports epoch metrics as ``{"train/loss": ...}``."""
+class Trainer(RunState, TrainingStep):
+    """Trains ``model`` with ``step_fn`` and reports epoch metrics as ``{"train/loss": ...}``.
+
+    Its settings come in groups (trainer/options.py), each defaulting to the Trainer's
+    defaults: ``limits`` (epochs, time, batches per split), ``compute`` (precision,
+    channels_last, compile), ``stepping`` (accumulation, clipping, the schedulers' interval),
+    ``monitor`` (the best metric) and ``reporting`` (log interval, bars, the extras' budget).
+    It sets no process-wide torch switch (cuDNN, anomaly detection): the process does.
+    """
 
     def __init__(
         self,
@@ -69,107 +82,73 @@ class Trainer:
         *,
         device: torch.device | str = "cpu",
         scheduler: Any = None,
-        scheduler_interval: str = "epoch",
         regularizer: Regularizer | None = None,
-        precision: str = "32",
-        max_epochs: int = 1,
-        accumulate_grad_batches: int = 1,
-        gradient_clip_val: float | None = None,
-        log_every_n_steps: int = 10,
-        monitor: str | None = "val/loss",
-        monitor_mode: str = "min",
         callbacks: Iterable[Callback] = (),
-        progress: bool = True,
         summarize_fn: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None,
         make_evaluator: Callable[[], Evaluator] | None = None,
-        channels_last: bool = False,
-        compile: bool | Mapping[str, Any] = False,
-        deterministic: bool = False,
-        cudnn_benchmark: bool = False,
-        detect_anomaly: bool = False,
-        max_time: float | None = None,
-        limit_train_batches: int | float | None = None,
-        limit_val_batches: int | float | None = None,
-        limit_test_batches: int | float | None = None,
-        extras_budget: float = 0.01,
+        limits: Limits = LIMITS,
+        compute: Compute = COMPUTE,
+        stepping: Stepping = STEPPING,
+        monitor: Monitor = MONITOR,
+        reporting: Reporting = REPORTING,
     ) -> None:
-        set_backend_flags(deterministic, cudnn_benchmark, detect_anomaly)
         self.device = torch.device(device)
-        # `model` may be wrapped (DistributedDataParallel, DataParallel, torch.compile): it runs
-        # the steps; `module` is the bare model that is summarised and saved, so a checkpoint
-        # of a compiled run loads into a plain model and the other way round.
-        # NHWC: faster convolutions on tensor cores and oneDNN; inputs follow in `_to_device`.
-        self.channels_last = channels_last
-        memory_format = torch.channels_last if channels_last else torch.preserve_format
-        self.model = model.to(self.device, memory_format=memory_format)
-        self.module = distributed.unwrap(model)
-        if compile:
-            self.model = torch.compile(self.model, **({} if compile is True else compile))
+        self.limits, self.stepping = limits, stepping
+        self._place_model(model, compute)
         if isinstance(loss_fn, nn.Module):
             loss_fn.to(self.device)  # class weights and other buffers
         self.step_fn, self.loss_fn, self.regularizer = step_fn, loss_fn, regularizer
         self.optimization = Optimization(
             optimizer,
             scheduler,
-            scheduler_interval=scheduler_interval,
-            precision=precision,
+            scheduler_interval=stepping.scheduler_interval,
+            precision=compute.precision,
             device_type=self.device.type,
-            gradient_clip_val=gradient_clip_val,
+            gradient_clip_val=stepping.gradient_clip_val,
         )
         self.optimizers = self.optimization.optimizers  # by part, stepped in this order
         self.phased = self.optimization.phased
-        self.max_epochs = max_epochs
-        self.max_time = max_time  # seconds of training, counted across resumes
-        self.limits = {
-            "train": limit_train_batches,
-            "val": limit_val_batches,
-            "test": limit_test_batches,
-        }
-        self.accumulate_grad_batches = accumulate_grad_batches
-        self.log_every_n_steps = log_every_n_steps
-        self.monitor, self.monitor_mode = monitor, monitor_mode
+        # What callbacks read of the settings, under the names they always had.
+        self.max_epochs, self.log_every_n_steps = limits.max_epochs, reporting.log_every_n_steps
+        self.monitor, self.monitor_mode = monitor.metric, monitor.mode
         self.callbacks = list(callbacks)  # run_callbacks calls them in `order`
         # Bars only where a person watches: a log file or CI gets one line per epoch instead.
-        self.progress = progress and sys.stdout.isatty()
-        self.epoch = 0  # epochs completed
-        self.global_step = 0  # optimizer steps taken
-        # Batches of the current epoch already trained on: a checkpoint written mid-epoch (always
-        # at the end of an optimizer step) continues from here, with the epoch's sums so far.
-        self.batch_in_epoch = 0
-        self.batches_per_epoch: int | None = None
-        self._train_sums = EpochSums()
-        # Set (to the signal's name) by a signal handler: stop at the next optimizer step.
-        self.stop_requested: str | None = None
-        self._resumed_rng: dict[str, Any] | None = None  # restored when fit starts
-        self.best: float | None = None
-        self.is_best = False  # did the last evaluation set a new best?
-        # Training time (first training batch to now), counted across resumes: `fit_seconds`.
-        self._seconds_before = 0.0  # of the runs this one continues
-        self._fit_started: float | None = None
-        # One row per epoch (epoch, step, its metrics, lr, seconds): metrics.csv and the curves.
-        self.history: list[dict[str, float]] = []
+        self.progress = reporting.progress and sys.stdout.isatty()
         # The time the callbacks' periodic extras (views, histograms, pictures) may take: a
         # share of the training time (trainer/extras.py).
-        self.extras = ExtrasBudget(extras_budget)
-        # Set by a callback (early stopping) or the time limit: training ends after this step
-        # (time limit) or epoch (early stopping), then the test split is scored as usual.
-        self.should_stop = False
-        self.stop_reason: str | None = None  # "early_stopped" | "time_limit"
+        self.extras = ExtrasBudget(reporting.extras_budget)
         # A step may return count tensors (e.g. a confusion matrix): summed over the epoch and
         # the ranks, kept here per split, and turned into metrics by `summarize_fn`.
-        self.summarize_fn = summarize_fn
+        self.summarize_fn, self.make_evaluator = summarize_fn, make_evaluator
         self.epoch_counts: dict[str, dict[str, torch.Tensor]] = {}
-        self.make_evaluator = make_evaluator
+        self._reset_progress()
         # On a GPU, reading the loss on the host every step (to stop at a NaN) would make the
         # CPU wait for the GPU to finish the step. With optimizers that can skip a step on the
         # device (fused ones), a non-finite loss is flagged there instead, turns every later
         # step into a no-op, and is read at the next logging point or the epoch's end; the
         # run stops with the weights from before it all the same.
-        self.finite_check_on_device = (
-            self.device.type == "cuda" and self.optimization.skips_on_device
-        )
+        on_gpu = self.device.type == "cuda"
+        self.finite_check_on_device = on_gpu and self.optimization.skips_on_device
         self._nonfinite: torch.Tensor | None = None  # 1.0 once a loss was not finite
-        check_optimizers_fit(self.model, self.optimizers, accumulate_grad_batches, precision)
+        check_optimizers_fit(
+            self.model, self.optimizers, stepping.accumulate_grad_batches, compute.precision
+        )
+
+    def _place_model(self, model: nn.Module, compute: Compute) -> None:
+        """``model`` on the device (NHWC under ``channels_last``), compiled if asked.
+
+        ``model`` may be wrapped (DistributedDataParallel, DataParallel, torch.compile): it
+        runs the steps; ``module`` is the bare model that is summarised and saved, so a
+        checkpoint of a compiled run loads into a plain model and the other way round.
+        NHWC: faster convolutions on tensor cores and oneDNN; inputs follow in ``_to_device``.
+        """
+        self.channels_last = compute.channels_last
+        memory_format = torch.channels_last if compute.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.module = distributed.unwrap(model)
+        if compute.compile:
+            options = {} if compute.compile is True else compute.compile
+            self.model = torch.compile(self.model, **options)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -257,7 +236,7 @@ class Trainer:
         """One pass over ``loader`` (the rest of it, in an epoch resumed part-way); returns the
         epoch means as ``train/<name>``."""
         self.model.train()
-        num_batches = limited_batches(len(loader), self.limits["train"])
+        num_batches = limited_batches(len(loader), self.limits.train_batches)
         start = self.batch_in_epoch
         self._check_same_epoch_length(num_batches)
         batches = epoch_batches(loader, self.epoch, start)
@@ -272,7 +251,7 @@ class Trainer:
             disable=not self.progress,
         )
         needs_closure = self.optimization.needs_closure
-        accumulate = 1 if needs_closure else self.accumulate_grad_batches
+        accumulate = 1 if needs_closure else self.stepping.accumulate_grad_batches
         step_end_hooks = callback_methods(self.callbacks, "on_train_step_end")
         for batch_idx, batch in enumerate(bar, start):
             if self._fit_started is None:
@@ -335,15 +314,9 @@ class Trainer:
             f"{self.global_step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch})"
         )
 
-    @property
-    def fit_seconds(self) -> float:
-        """Seconds of training so far, from the first training batch, across resumes."""
-        if self._fit_started is None:
-            return self._seconds_before
-        return self._seconds_before + time.perf_counter() - self._fit_started
-
     def _time_is_up(self) -> bool:
-        return self.max_time is not None and self.fit_seconds >= self.max_time
+        max_time = self.limits.max_time
+        return max_time is not None and self.fit_seconds >= max_time
 
     def _stop(self, reason: str) -> None:
         """End training at this step boundary (or epoch's end) for ``reason``."""
@@ -353,7 +326,7 @@ class Trainer:
                 "time limit: %.1f s of training reached trainer.max_time=%g s at optimizer step "
                 "%d (epoch %d, batch %d); resume=auto continues with a larger trainer.max_time",
                 self.fit_seconds,
-                self.max_time,
+                self.limits.max_time,
                 self.global_step,
                 self.epoch + (self.batch_in_epoch > 0),
                 self.batch_in_epoch,
@@ -370,14 +343,14 @@ class Trainer:
         model.eval()
         means = EpochSums()
         evaluator = self.make_evaluator() if self.make_evaluator is not None else None
-        num_batches = limited_batches(len(loader), self.limits.get(prefix))
+        num_batches = limited_batches(len(loader), self.limits.batches(prefix))
         batches = islice(loader, num_batches) if num_batches < len(loader) else loader
         bar = tqdm(batches, desc=prefix, total=num_batches, leave=False, disable=not self.progress)
         for batch in bar:
             batch = self._to_device(batch)
             out: dict[str, Any] = {}
             for phase in self.optimizers:
-                out |= self._named(phase, self._forward(batch, False, model=model, phase=phase))
+                out = self._named(phase, self._forward(batch, False, model, phase), out)
             if evaluator is not None:
                 evaluator.update(out)
             means.add(out, weight=batch_size(batch))
@@ -394,193 +367,6 @@ class Trainer:
         if counts and self.summarize_fn is not None:
             metrics |= {f"{prefix}/{k}": v for k, v in self.summarize_fn(counts).items()}
         return metrics
-
-    # ---- one step -------------------------------------------------------------------------
-
-    def _train_step(
-        self, batch: Any, window_starts: bool, window_size: int, steps_now: bool
-    ) -> dict[str, torch.Tensor]:
-        """Forward and backward for every part (one, or a GAN's D then G) on one micro-batch of
-        an accumulation window; each optimizer steps at the window's end."""
-        batch = self._to_device(batch)
-        # DDP all-reduces gradients on every backward; only the window's last one needs it.
-        no_sync = getattr(self.model, "no_sync", None)
-        out: dict[str, torch.Tensor] = {}
-        for phase, optimizer in self.optimizers.items():
-            if window_starts:
-                optimizer.zero_grad(set_to_none=True)
-            sync = nullcontext() if steps_now or no_sync is None else no_sync()
-            held_fixed = self.optimization.held_fixed[phase]
-            with without_grad(held_fixed) if held_fixed else nullcontext(), sync:
-                phase_out = self._forward(batch, training=True, phase=phase)
-                loss = self._check_finite(phase_out["loss"], phase)
-                if window_size > 1:  # the window's gradient is the mean of its micro-batches'
-                    loss = loss / window_size
-                self.optimization.backward(loss)
-            if steps_now:
-                self.optimization.step(optimizer, self._nonfinite)
-            out |= self._named(phase, phase_out)
-        if steps_now:
-            self.optimization.update_scaler(self.global_step + 1)
-            self._after_optimizer_step()
-        return out
-
-    def _forward(
-        self, batch: Any, training: bool, model: nn.Module | None = None, phase: str = SINGLE
-    ) -> dict[str, Any]:
-        """The task's step on a batch already on the device, under autocast."""
-        phase_arg = {"phase": phase} if self.phased else {}
-        with self.optimization.autocast():
-            # `is None`, not `or`: a compiled module has no truth value (it asks for len()).
-            model = self.model if model is None else model
-            out = dict(self.step_fn(model, batch, self.loss_fn, **phase_arg))
-            penalty = (
-                self.regularizer.penalty(self.module) if training and self.regularizer else None
-            )
-            if penalty is not None:
-                out["reg_loss"] = penalty
-                out["loss"] = out["loss"] + penalty
-        return out
-
-    def _to_device(self, batch: Any) -> Any:
-        batch = move_to_device(batch, self.device)
-        return to_channels_last(batch) if self.channels_last else batch
-
-    def _check_finite(self, loss: torch.Tensor, phase: str) -> torch.Tensor:
-        """``loss``, or stop at a NaN/Inf loss before it reaches the weights; under fp16 the
-        GradScaler skips such steps itself (counted in :meth:`_update_scaler`), and where
-        :attr:`finite_check_on_device` it is flagged on the device (read later)."""
-        if self.optimization.scaler.is_enabled():
-            return loss
-        if self.finite_check_on_device:
-            bad = (~torch.isfinite(loss.detach())).float()
-            self._nonfinite = bad if self._nonfinite is None else self._nonfinite.maximum(bad)
-            return loss
-        if not math.isfinite(loss.item()):
-            part = f"the loss (part {phase})" if self.phased else "the loss"
-            raise self._nonfinite_error(
-                f"{part} is {loss.item()} at optimizer step {self.global_step + 1}"
-            )
-        return loss
-
-    def _raise_if_nonfinite(self) -> None:
-        """Where :attr:`finite_check_on_device`: stop if a loss since the last check was not
-        finite (the steps since then changed nothing)."""
-        if self._nonfinite is not None and self._nonfinite.item():
-            raise self._nonfinite_error(
-                f"a loss was not finite by optimizer step {self.global_step} (read every "
-                "trainer.log_every_n_steps steps; the steps from it on were skipped)"
-            )
-
-    def _nonfinite_error(self, what: str) -> NonFiniteLossError:
-        return NonFiniteLossError(
-            f"{what} (epoch {self.epoch + 1}): usually a learning rate too high (optimizer.lr), "
-            "exploding gradients (set trainer.gradient_clip_val), a log of 0 or a division by "
-            "zero in the loss, or bad input data. The weights before this step are in "
-            "checkpoints/last_good.pt; trainer.detect_anomaly=true names the operation"
-        )
-
-    def _named(self, phase: str, out: Mapping[str, Any]) -> dict[str, Any]:
-        """A phase's outputs, its ``loss`` renamed ``loss_<phase>`` (``loss_D``, ``loss_G``)."""
-        if not self.phased:
-            return dict(out)
-        return {f"loss_{phase}" if k == "loss" else k: v for k, v in out.items()}
-
-    def _closure_step(self, batch: Any) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        # The optimizer calls the closure many times (line search): copy the batch over once.
-        batch = self._to_device(batch)
-
-        def compute_loss() -> torch.Tensor:
-            out.update(self._forward(batch, training=True))
-            return out["loss"]
-
-        self.optimization.step_with_closure(compute_loss, list(self.model.parameters()))
-        self._after_optimizer_step()
-        return out
-
-    def _after_optimizer_step(self) -> None:
-        self.global_step += 1
-        if self.regularizer is not None:
-            self.regularizer.after_step(self.module)  # constraints such as max_norm
-        self.optimization.end_step()
-
-    # ---- bookkeeping ----------------------------------------------------------------------
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        """The first (for most tasks the only) optimizer."""
-        return self.optimization.optimizer
-
-    @property
-    def scheduler(self) -> Any:
-        """The first optimizer's scheduler, or None."""
-        return self.optimization.scheduler
-
-    @property
-    def skipped_steps(self) -> int:
-        """fp16: optimizer steps the GradScaler skipped (inf/NaN gradients)."""
-        return self.optimization.skipped_steps
-
-    @property
-    def lr(self) -> float:
-        """The learning rate of the first optimizer's first parameter group."""
-        return self.optimizer.param_groups[0]["lr"]
-
-    def _update_best(self, metrics: Mapping[str, float]) -> None:
-        value = metrics.get(self.monitor)
-        self.is_best = False
-        if value is None or math.isnan(value):
-            return
-        better = max if self.monitor_mode == "max" else min
-        if self.best is None or better(value, self.best) != self.best:
-            self.best, self.is_best = value, True
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly, from the end of the last optimizer
-        step: weights, optimizers, schedulers, scaler, position in the epoch and the epoch's
-        sums so far, best metric, RNG states, callbacks' states."""
-        return {
-            "model": self.module.state_dict(),
-            **self.optimization.state_dict(),  # optimizers, schedulers, scaler, skipped_steps
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "batch_in_epoch": self.batch_in_epoch,
-            "batches_per_epoch": self.batches_per_epoch,
-            "train_sums": self._train_sums.state_dict(),
-            "best": self.best,
-            "fit_seconds": self.fit_seconds,
-            "extras_seconds": dict(self.extras.spent),
-            "history": self.history,
-            "rng": get_rng_state(),
-            "callbacks": {
-                type(cb).__name__: cb.state_dict()
-                for cb in self.callbacks
-                if hasattr(cb, "state_dict")
-            },
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved; training continues where it stopped (the RNG
-        states are restored when :meth:`fit` starts)."""
-        load_weights(self.module, state["model"], "the checkpoint")
-        self.optimization.load_state_dict(state)
-        self.epoch, self.global_step, self.best = (
-            state["epoch"],
-            state["global_step"],
-            state["best"],
-        )
-        self.batch_in_epoch = state.get("batch_in_epoch", 0)
-        self.batches_per_epoch = state.get("batches_per_epoch")
-        self._train_sums.load_state_dict(state.get("train_sums") or {}, self.device)
-        self._seconds_before = state.get("fit_seconds", 0.0)
-        self.extras.spent = dict(state.get("extras_seconds") or {})
-        self.history = [dict(row) for row in state.get("history", [])]
-        for callback in self.callbacks:
-            saved = (state.get("callbacks") or {}).get(type(callback).__name__)
-            if saved is not None and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(saved)
-        self._resumed_rng = state["rng"]
 
 
 def epoch_metrics(row: Mapping[str, float]) -> dict[str, float]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.inference import describe_training_data
+from torchcamp.trainer.options import Compute, Limits, Monitor, Reporting, Stepping
 from torchcamp.trainer.trainer import Trainer
 
 log = logging.getLogger("torchcamp")
@@ -142,6 +144,54 @@ def describe_splits(task: Task, splits: dict[str, Any], directory: RunDirectory)
     return dict(task.report_data(splits)) if task.report_data is not None else {}
 
 
+def trainer_options(
+    *,
+    precision: str = "32",
+    max_epochs: int = 1,
+    accumulate_grad_batches: int = 1,
+    gradient_clip_val: float | None = None,
+    log_every_n_steps: int = 10,
+    monitor: str | None = "val/loss",
+    monitor_mode: str = "min",
+    progress: bool = True,
+    channels_last: bool = False,
+    compile: bool | Mapping[str, Any] = False,
+    deterministic: bool = False,
+    cudnn_benchmark: bool = False,
+    detect_anomaly: bool = False,
+    max_time: float | None = None,
+    limit_train_batches: int | float | None = None,
+    limit_val_batches: int | float | None = None,
+    limit_test_batches: int | float | None = None,
+    extras_budget: float = 0.01,
+) -> dict[str, Any]:
+    """The ``trainer:`` config keys, named as users know them, as the Trainer's grouped
+    keyword arguments (``limits``, ``compute``, ``stepping``, ``monitor``, ``reporting``).
+
+    Its signature is what ``trainer.*`` overrides are checked against (signatures.py). The
+    process-wide switches (``deterministic``, ``cudnn_benchmark``, ``detect_anomaly``) are no
+    Trainer's: :func:`~torchcamp.trainer.app.process.setup_process` sets them.
+    """
+    del deterministic, cudnn_benchmark, detect_anomaly  # set by setup_process
+    return {
+        "limits": Limits(
+            max_epochs=max_epochs,
+            max_time=max_time,
+            train_batches=limit_train_batches,
+            val_batches=limit_val_batches,
+            test_batches=limit_test_batches,
+        ),
+        "compute": Compute(precision=precision, channels_last=channels_last, compile=compile),
+        "stepping": Stepping(
+            accumulate_grad_batches=accumulate_grad_batches, gradient_clip_val=gradient_clip_val
+        ),
+        "monitor": Monitor(metric=monitor, mode=monitor_mode),
+        "reporting": Reporting(
+            log_every_n_steps=log_every_n_steps, progress=progress, extras_budget=extras_budget
+        ),
+    }
+
+
 def build_trainer(run: RunContext, gpus: list[int], callbacks: list[Any]) -> Trainer:
     """The Trainer over ``run``'s model (wrapped for the device strategy), with its optimizers,
     schedulers, loss and regularizer built from the settings, and ``callbacks``."""
@@ -164,6 +214,9 @@ def build_trainer(run: RunContext, gpus: list[int], callbacks: list[Any]) -> Tra
         # Each phase leaves the other parts without gradients, which DDP must be told.
         find_unused_parameters=parts is not None,
     )
+    # The `trainer:` keys, grouped; bars on the main process only.
+    keys = settings.trainer | {"progress": settings.trainer["progress"] and run.is_main}
+    options = builders.call("trainer", functools.partial(trainer_options, **keys))
     trainer = functools.partial(
         Trainer,
         model,
@@ -172,12 +225,10 @@ def build_trainer(run: RunContext, gpus: list[int], callbacks: list[Any]) -> Tra
         build_loss(settings, task, run.splits["train"]),
         device=run.device,
         scheduler=scheduler,
-        scheduler_interval=interval,
         regularizer=builders.build_regularizer(settings.regularizer),
         callbacks=callbacks,
         summarize_fn=task.summarize,
         make_evaluator=task.make_evaluator,
-        # The `trainer:` keys are the Trainer's own keyword arguments, as they are.
-        **(settings.trainer | {"progress": settings.trainer["progress"] and run.is_main}),
+        **options | {"stepping": replace(options["stepping"], scheduler_interval=interval)},
     )
     return builders.call("trainer", trainer)

@@ -1,4 +1,5 @@
-"""This process's part of a run: join the DDP group if asked, pick the device, seed."""
+"""This process's part of a run: join the DDP group if asked, pick the device, set torch's
+process-wide switches, seed."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import torch
 from torchcamp.trainer import devices, distributed
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import UserError
-from torchcamp.trainer.utils import seed_everything
+from torchcamp.trainer.utils import seed_everything, set_backend_flags
 
 
 def setup_process(settings: Settings) -> tuple[torch.device, list[int]]:
-    """Join the DDP group if asked, pick this process's device and GPUs, seed every RNG."""
+    """Join the DDP group if asked, pick this process's device and GPUs, set the process-wide
+    switches ``trainer.*`` asks for (cuDNN, determinism, anomaly detection), seed every RNG."""
     device_settings = settings.device
     cuda = devices.use_cuda(device_settings.accelerator)
     if settings.trainer["precision"] == "16-mixed" and not cuda:
@@ -27,6 +29,13 @@ def setup_process(settings: Settings) -> tuple[torch.device, list[int]]:
         if distributed.rank() != 0:
             logging.getLogger().setLevel(logging.WARNING)  # one voice in the log: rank 0's
     device = devices.process_device(cuda, device_settings.strategy, gpus)
+    # The process's, not a Trainer's: one built to evaluate leaves them as they are.
+    trainer = settings.trainer
+    set_backend_flags(
+        trainer.get("deterministic", False),
+        trainer.get("cudnn_benchmark", False),
+        trainer.get("detect_anomaly", False),
+    )
     # Every rank starts from the same seed: DDP keeps the replicas identical anyway, and a
     # checkpoint's RNG state (rank 0's) then fits every rank on resume.
     seed_everything(settings.seed)

@@ -22,9 +22,9 @@ from typeguard import TypeCheckError, check_type
 
 from torchcamp.tasks.contract import Task
 from torchcamp.tasks.models.custom import import_model_target
+from torchcamp.trainer.app.assembly import trainer_options
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import UserError, first_line
-from torchcamp.trainer.trainer import Trainer
 
 # Keys each group's node holds for torchcamp itself: taken out before the rest reaches the
 # `_target_` (see builders.py), and checked by the rules table instead.
@@ -57,7 +57,8 @@ def check_targets(settings: Settings, task: Task) -> None:
     ``task.optimizers``), the transforms and the callbacks; and the task's own ``data.*`` keys
     against its ``build_datasets``, which receives them."""
     check_arguments("data", task.build_datasets, settings.data.options)
-    check_arguments("trainer", Trainer, settings.trainer)
+    # The `trainer:` keys as the Trainer has always been named in these messages.
+    check_arguments("trainer", trainer_options, settings.trainer, name="Trainer")
     if settings.model.get("_target_"):  # the user's own model: a clear line if it won't import
         import_model_target(settings.model["_target_"])
     for group, own in OWN_KEYS.items():
@@ -82,9 +83,12 @@ def check_node(path: str, node: Mapping[str, Any], own: Collection[str] = ()) ->
     check_arguments(path, import_target(path, node["_target_"]), arguments)
 
 
-def check_arguments(path: str, target: Any, arguments: Mapping[str, Any]) -> None:
-    """``arguments`` (the node at ``path``) against ``target``'s signature."""
-    name = getattr(target, "__name__", str(target))
+def check_arguments(
+    path: str, target: Any, arguments: Mapping[str, Any], name: str | None = None
+) -> None:
+    """``arguments`` (the node at ``path``) against ``target``'s signature; messages call
+    it ``name`` (default: its own)."""
+    name = name or getattr(target, "__name__", str(target))
     try:
         parameters = _signature(target).parameters
     except (TypeError, ValueError):  # a builtin without a signature: nothing to check against

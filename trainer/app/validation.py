@@ -13,8 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.options import PRECISIONS  # the library's, the one definition
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "cuda")
 # The model_views callback's on/off views (TensorBoard).
 VIEW_SWITCHES = ("input_grid", "graph", "kernels", "feature_maps", "grad_cam")
