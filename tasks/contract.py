@@ -29,7 +29,7 @@ Everything else is optional; see each field's comment below.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +37,32 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from torchcamp.trainer.inference import PredictOptions
     from torchcamp.trainer.metrics import Evaluator
+
+
+@dataclass
+class PredictOptions:
+    """What a task's ``predict`` gets besides the model and the inputs.
+
+    ``data`` is the checkpoint's ``meta["data"]`` (e.g. ``classes``, ``vocab``),
+    ``data_options`` its config's task-specific ``data.*`` keys (e.g. ``image_size``),
+    ``transforms`` the ``transforms`` group built (``{"train": ..., "eval": ...}``) or None.
+    ``threshold`` is the lowest detection score kept, ``num_images`` how many images a
+    generator draws (from noise seeded by ``seed``), ``top_k`` how many classes a name gets.
+    Tasks that write files write them into ``output_dir``.
+    """
+
+    device: torch.device
+    output_dir: Path
+    batch_size: int = 16
+    num_workers: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    transforms: dict[str, Any] | None = None
+    threshold: float = 0.5
+    num_images: int = 64
+    seed: int = 0
+    top_k: int = 3
 
 
 @dataclass(frozen=True)
@@ -88,3 +112,9 @@ class Task:
         for name in ("build_datasets", "build_model", "step"):
             if not callable(getattr(self, name)):
                 raise TypeError(f"Task.{name} must be a function, got {getattr(self, name)!r}")
+
+
+def describe_training_data(task: Task, train_set: Any) -> dict[str, Any]:
+    """What the model and its predictions need from the training data, as plain values for the
+    checkpoint's ``meta["data"]``: the task's ``describe_data(train_set)``, or nothing."""
+    return dict(task.describe_data(train_set)) if task.describe_data is not None else {}

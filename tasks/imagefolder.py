@@ -35,7 +35,7 @@ from torchcamp.tasks.models.custom import build_custom
 from torchcamp.trainer.files import written_atomically
 
 if TYPE_CHECKING:
-    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.tasks.contract import PredictOptions
 
 log = logging.getLogger("torchcamp")
 

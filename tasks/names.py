@@ -40,7 +40,7 @@ from torchcamp.tasks.models.recurrent import (
 from torchcamp.trainer.errors import UserError
 
 if TYPE_CHECKING:
-    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.tasks.contract import PredictOptions
 
 __all__ = [
     "CourseRNN",

@@ -44,6 +44,7 @@ from torchcamp.trainer.metrics import EpochSums, Evaluator, batch_size, format_m
 from torchcamp.trainer.optimization import SINGLE, Optimization
 from torchcamp.trainer.params import check_optimizers_fit, log_parameters, without_grad
 from torchcamp.trainer.regularizers import Regularizer
+from torchcamp.trainer.status import RunStatus
 from torchcamp.trainer.utils import (
     get_rng_state,
     move_to_device,
@@ -196,7 +197,7 @@ class Trainer:
             self._resumed_rng = None
         self._fit_started = None  # set on the first training batch
         if self._time_is_up():
-            self._stop("time_limit")
+            self._stop(RunStatus.TIME_LIMIT)
         while self.epoch < self.max_epochs and not self.should_stop:
             self._fit_one_epoch(train_loader, val_loader)
         self._seconds_before, self._fit_started = self.fit_seconds, None  # the clock stops
@@ -236,7 +237,7 @@ class Trainer:
         run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
         if distributed.is_distributed() and distributed.any_rank(self.should_stop):
             # Every rank sees the same reduced metrics, so they decide alike; this makes sure.
-            self.should_stop, self.stop_reason = True, self.stop_reason or "early_stopped"
+            self.should_stop, self.stop_reason = True, self.stop_reason or RunStatus.EARLY_STOPPED
         self._stop_if_requested()  # last.pt of this epoch is written: nothing more to save
 
     def _history_row(self, metrics: Mapping[str, float], seconds: float) -> dict[str, float]:
@@ -326,7 +327,7 @@ class Trainer:
         if distributed.is_distributed():  # every rank stops at the same step, or DDP hangs
             requested, time_up = distributed.any_rank_each(requested, time_up)
         if time_up and not requested and not self.should_stop:
-            self._stop("time_limit")
+            self._stop(RunStatus.TIME_LIMIT)
         if not requested:
             return
         run_callbacks(self.callbacks, "on_interrupt", self)
@@ -348,7 +349,7 @@ class Trainer:
     def _stop(self, reason: str) -> None:
         """End training at this step boundary (or epoch's end) for ``reason``."""
         self.should_stop, self.stop_reason = True, reason
-        if reason == "time_limit":
+        if reason == RunStatus.TIME_LIMIT:
             log.info(
                 "time limit: %.1f s of training reached trainer.max_time=%g s at optimizer step "
                 "%d (epoch %d, batch %d); resume=auto continues with a larger trainer.max_time",

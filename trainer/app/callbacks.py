@@ -101,7 +101,7 @@ def tensorboard(
 
 def metrics_csv(run: RunContext) -> CSVLogger | None:
     """``metrics.csv`` in the run directory, one row per epoch; rank 0 only."""
-    return CSVLogger(run.directory.path / "metrics.csv") if run.is_main else None
+    return CSVLogger(run.directory.metrics_csv) if run.is_main else None
 
 
 def plots(run: RunContext, every_n_epochs: int | None = None) -> RunPlots | None:
@@ -109,7 +109,8 @@ def plots(run: RunContext, every_n_epochs: int | None = None) -> RunPlots | None
     if not run.is_main:
         return None
     return RunPlots(
-        run.directory.path,
+        run.directory.curves,
+        run.directory.confusion_matrix,
         monitor=run.settings.trainer["monitor"],
         monitor_mode=run.settings.trainer["monitor_mode"],
         class_names=getattr(run.splits["train"], "classes", None),
@@ -233,7 +234,7 @@ def profiler(
     if not run.is_main:
         return None
     return Profiler(
-        run.directory.path / "profile",
+        run.directory.profile,
         wait=wait,
         warmup=warmup,
         active=active,

@@ -30,7 +30,7 @@ from torch.utils.data import default_collate
 from torchcamp.datasets.names import PAD_INDEX, UNK_INDEX
 from torchcamp.datasets.transforms import find_normalization
 from torchcamp.tasks import imagefolder, names
-from torchcamp.tasks.contract import Task
+from torchcamp.tasks.contract import Task, describe_training_data
 from torchcamp.trainer import export
 from torchcamp.trainer.app.assembly import load_task
 from torchcamp.trainer.app.data import build_datasets, build_transforms
@@ -289,7 +289,7 @@ def _sample_items(
             )
             where = f"no data at data.root={settings.data.root}"
             return inputs.random(settings, data, n), f"random inputs of the right shape ({where})"
-        check_same_data(path, data or None, task, splits["train"])
+        check_same_data(path, data or None, describe_training_data(task, splits["train"]))
         items: list[Any] = []
         used = []
         for split in ("val", "test", "train"):
