@@ -35,7 +35,13 @@ from torch import nn
 from tqdm import tqdm  # not tqdm.auto, whose bar calls iter(loader): a 2nd set of workers
 
 from torchcamp.trainer import distributed
-from torchcamp.trainer.callbacks import Callback, callback_methods, run_callbacks
+from torchcamp.trainer.callbacks import (
+    Callback,
+    callback_methods,
+    callback_states,
+    load_callback_states,
+    run_callbacks,
+)
 from torchcamp.trainer.checkpoint import load_weights
 from torchcamp.trainer.data import epoch_batches, limited_batches
 from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
@@ -554,11 +560,7 @@ class Trainer:
             "extras_seconds": dict(self.extras.spent),
             "history": self.history,
             "rng": get_rng_state(),
-            "callbacks": {
-                type(cb).__name__: cb.state_dict()
-                for cb in self.callbacks
-                if hasattr(cb, "state_dict")
-            },
+            "callbacks": callback_states(self.callbacks),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -577,10 +579,7 @@ class Trainer:
         self._seconds_before = state.get("fit_seconds", 0.0)
         self.extras.spent = dict(state.get("extras_seconds") or {})
         self.history = [dict(row) for row in state.get("history", [])]
-        for callback in self.callbacks:
-            saved = (state.get("callbacks") or {}).get(type(callback).__name__)
-            if saved is not None and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(saved)
+        load_callback_states(self.callbacks, state.get("callbacks") or {})
         self._resumed_rng = state["rng"]
 
 
