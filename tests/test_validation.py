@@ -110,3 +110,13 @@ def test_skip_corrupt_leaves_the_image_out_and_counts_it(tmp_path, run_in_proces
     result = run_in_process(*args, "data.skip_corrupt=true", "trainer.max_epochs=1")
     assert re.search(r"skipped 1 corrupt image\(s\) in train .*bees_001\.jpg", result.stdout)
     assert result.metrics["data/skipped_corrupt"] == 1
+
+
+def test_every_key_torchcamp_reads_itself_has_a_rule():
+    """A group's own keys (builders.OWN_KEYS) are left out of its `_target_`'s signature
+    check: the rules table is what checks them."""
+    from torchcamp.trainer.app.builders import OWN_KEYS
+    from torchcamp.trainer.app.validation import RULES
+
+    own = {f"{group}.{key}" for group, keys in OWN_KEYS.items() for key in keys}
+    assert own and own <= set(RULES), own - set(RULES)
