@@ -52,7 +52,7 @@ def launch_ddp(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
     )
     stopped = (
         "every rank stopped at the same step boundary, and rank 0 wrote last.pt there "
-        f"({settings.run_dir / 'checkpoints'})"
+        f"({RunDirectory(settings.run_dir).checkpoints})"
     )
     try:
         result = distributed.launch(_ddp_worker, (settings, run_fn), nprocs)
