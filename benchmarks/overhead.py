@@ -139,7 +139,8 @@ def trainer_loop(make_model, loaders, epochs: int, run_dir: Path, views: bool = 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     clock = EpochClock()
     tensorboard = TensorBoardLogger(run_dir / "tb", class_names=["a", "b"])
-    plots = RunPlots(run_dir, "val/loss", "min", class_names=["a", "b"])
+    pictures = (run_dir / "curves.png", run_dir / "confusion_matrix.png")
+    plots = RunPlots(*pictures, "val/loss", "min", class_names=["a", "b"])
     callbacks = [ModelCheckpoint(run_dir / "checkpoints"), tensorboard, clock]
     callbacks += [CSVLogger(run_dir / "metrics.csv"), plots]
     if views:

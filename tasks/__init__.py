@@ -2,6 +2,6 @@
 config names the module in ``task.module``. Models are in :mod:`.models`, losses in
 :mod:`.losses`."""
 
-from torchcamp.tasks.contract import Task
+from torchcamp.tasks.contract import ModelInputs, PredictOptions, Task
 
-__all__ = ["Task"]
+__all__ = ["ModelInputs", "PredictOptions", "Task"]

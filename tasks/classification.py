@@ -27,7 +27,7 @@ from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.metrics import Counts
 
 if TYPE_CHECKING:
-    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.tasks.contract import PredictOptions
 
 
 def build_loss(loss: nn.Module | None, adapt: Mapping[str, str] | None = None) -> nn.Module:

@@ -23,13 +23,24 @@ Three fields are required:
     once counted (the classifiers' confusion matrix). A task with ``parts`` also gets
     ``phase=`` (the part being optimised).
 
-Everything else is optional; see each field's comment below.
+Everything else is optional; see each field's comment below. One more at length:
+
+``export_inputs(options) -> ModelInputs``
+    Makes the task's models exportable (``export-model``). ``options`` are those ``predict``
+    gets (:class:`PredictOptions`: the checkpoint's ``data`` description, ``data_options``, the
+    built ``transforms``, ``seed``). The :class:`ModelInputs` returned name the inputs of the
+    model's ``forward`` in order (a batch of the task's ``collate_fn`` less its last element,
+    the labels), their free dimensions (``{0: "batch"}``), the formats that can capture the
+    model, how to make ``n`` dataset items of the right shape when the run's data is not there,
+    and what the exported file's JSON should tell its users about the inputs. The model's
+    output is checked and described as one score per class (``[N, C]`` logits). A task without
+    it is refused by ``export-model`` in one line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +48,32 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from torchcamp.trainer.inference import PredictOptions
     from torchcamp.trainer.metrics import Evaluator
+
+
+@dataclass
+class PredictOptions:
+    """What a task's ``predict`` gets besides the model and the inputs.
+
+    ``data`` is the checkpoint's ``meta["data"]`` (e.g. ``classes``, ``vocab``),
+    ``data_options`` its config's task-specific ``data.*`` keys (e.g. ``image_size``),
+    ``transforms`` the ``transforms`` group built (``{"train": ..., "eval": ...}``) or None.
+    ``threshold`` is the lowest detection score kept, ``num_images`` how many images a
+    generator draws (from noise seeded by ``seed``), ``top_k`` how many classes a name gets.
+    Tasks that write files write them into ``output_dir``.
+    """
+
+    device: torch.device
+    output_dir: Path
+    batch_size: int = 16
+    num_workers: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    transforms: dict[str, Any] | None = None
+    threshold: float = 0.5
+    num_images: int = 64
+    seed: int = 0
+    top_k: int = 3
 
 
 @dataclass(frozen=True)
@@ -83,8 +118,37 @@ class Task:
     report_data: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     # Write the resolved split (which file went where) into the run directory.
     save_split: Callable[[Mapping[str, Any], Path], None] | None = None
+    # ``export-model``: what the model reads (see the module docstring and ModelInputs).
+    export_inputs: Callable[[PredictOptions], ModelInputs] | None = None
 
     def __post_init__(self) -> None:
         for name in ("build_datasets", "build_model", "step"):
             if not callable(getattr(self, name)):
                 raise TypeError(f"Task.{name} must be a function, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a task's models read, for ``export-model`` (the Task's ``export_inputs``).
+
+    ``names``: the inputs of ``forward``, in order; ``dynamic``: each one's free dimensions
+    (``{0: "batch", 1: "length"}``); ``random_items(n)``: ``n`` dataset items (inputs and a
+    label, as ``build_datasets``' datasets give them) of the right shape, checked on when the
+    run's data is not at hand; ``describe(example)``: what the JSON beside the file says about
+    preparing inputs and reading outputs (class names, sizes), given an example batch of
+    inputs; ``formats``: those that capture the model (None: every one), ``why_not`` the
+    reason the others do not.
+    """
+
+    names: tuple[str, ...]
+    dynamic: tuple[Mapping[int, str], ...]
+    random_items: Callable[[int], list[Any]]
+    describe: Callable[[tuple[torch.Tensor, ...]], Mapping[str, Any]] = lambda _example: {}
+    formats: tuple[str, ...] | None = None
+    why_not: str = ""
+
+
+def describe_training_data(task: Task, train_set: Any) -> dict[str, Any]:
+    """What the model and its predictions need from the training data, as plain values for the
+    checkpoint's ``meta["data"]``: the task's ``describe_data(train_set)``, or nothing."""
+    return dict(task.describe_data(train_set)) if task.describe_data is not None else {}

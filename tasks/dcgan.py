@@ -29,7 +29,7 @@ from torchcamp.tasks.models.dcgan import DCGAN, Discriminator, Generator
 from torchcamp.trainer.errors import UserError
 
 if TYPE_CHECKING:
-    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.tasks.contract import PredictOptions
 
 __all__ = [
     "DCGAN",

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from PIL import Image
 from torch import nn
 
 from torchcamp.datasets.errors import DataError
@@ -30,12 +32,13 @@ from torchcamp.tasks.classification import (
     predict_images,
     summarize,
 )
-from torchcamp.tasks.contract import Task
+from torchcamp.tasks.contract import ModelInputs, Task
 from torchcamp.tasks.models.custom import build_custom
+from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.files import written_atomically
 
 if TYPE_CHECKING:
-    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.tasks.contract import PredictOptions
 
 log = logging.getLogger("torchcamp")
 
@@ -160,6 +163,43 @@ def predict(
     return predict_images(model, inputs, options.transforms["eval"], options)
 
 
+def export_inputs(options: PredictOptions) -> ModelInputs:
+    """For ``export-model``: a batch of images of ``data.image_size``, prepared by the run's
+    evaluation transform (built into ``options.transforms``)."""
+    return ModelInputs(
+        names=("images",),
+        dynamic=({0: "batch"},),
+        random_items=lambda n: _random_images(options, n),
+        describe=lambda example: _describe_images(options, example),
+    )
+
+
+def _random_images(options: PredictOptions, n: int) -> list[Any]:
+    """Noise images of ``data.image_size`` through the run's evaluation transform: the shape,
+    dtype and range of what the model reads."""
+    transform = _eval_transform(options)
+    size = options.data_options.get("image_size", 224)
+    rng = np.random.default_rng(options.seed)
+    pixels = (rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n))
+    return [(transform(Image.fromarray(image)), 0) for image in pixels]
+
+
+def _describe_images(options: PredictOptions, example: tuple[Any, ...]) -> dict[str, Any]:
+    """Class names, the image size and the normalization of the evaluation transform."""
+    mean_std = find_normalization(_eval_transform(options))
+    return {
+        "classes": list(options.data["classes"]),
+        "image_size": list(example[0].shape[2:]),
+        "normalization": {"mean": mean_std[0], "std": mean_std[1]} if mean_std else None,
+    }
+
+
+def _eval_transform(options: PredictOptions) -> Callable:
+    if options.transforms is None:
+        raise UserError("the checkpoint's config has no transforms: retrain it with this version")
+    return options.transforms["eval"]
+
+
 TASK = Task(
     build_datasets=build_datasets,
     build_model=build_model,
@@ -172,4 +212,5 @@ TASK = Task(
     normalization=normalization,
     report_data=report_data,
     save_split=save_split,
+    export_inputs=export_inputs,
 )

@@ -18,6 +18,7 @@ from torch import nn
 from torchcamp.datasets.names import (
     ALL_LETTERS,
     PAD_INDEX,
+    UNK_INDEX,
     NameList,
     Vocab,
     download_names,
@@ -27,7 +28,7 @@ from torchcamp.datasets.names import (
 )
 from torchcamp.datasets.names import collate_names as collate_fn
 from torchcamp.tasks.classification import build_loss, classification_outputs, summarize
-from torchcamp.tasks.contract import Task
+from torchcamp.tasks.contract import ModelInputs, Task
 
 # The models live in tasks/models/recurrent.py; imported here because configs and checkpoints
 # written before name them as torchcamp.tasks.names.GRUClassifier and so on.
@@ -40,7 +41,7 @@ from torchcamp.tasks.models.recurrent import (
 from torchcamp.trainer.errors import UserError
 
 if TYPE_CHECKING:
-    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.tasks.contract import PredictOptions
 
 __all__ = [
     "CourseRNN",
@@ -53,6 +54,7 @@ __all__ = [
     "collate_fn",
     "describe_data",
     "download",
+    "export_inputs",
     "make_synthetic_data",
     "predict",
     "step",
@@ -164,6 +166,47 @@ def read_name_inputs(inputs: Sequence[str]) -> list[str]:
     return names
 
 
+def export_inputs(options: PredictOptions) -> ModelInputs:
+    """For ``export-model``: a batch of encoded names and their lengths, which only TorchScript
+    captures for names of any length."""
+    return ModelInputs(
+        names=("tokens", "lengths"),
+        dynamic=({0: "batch", 1: "length"}, {0: "batch"}),
+        random_items=lambda n: _random_names(options, n),
+        describe=lambda _example: _describe_names(options),
+        formats=("torchscript",),
+        why_not=(
+            "its models read a name letter by letter (packed sequences; a loop for rnn_cell), "
+            "which torch.export, behind format=onnx and exported_program, cannot capture for "
+            "names of any length"
+        ),
+    )
+
+
+def _random_names(options: PredictOptions, n: int) -> list[Any]:
+    """Made-up names of 1 to 15 letters of the vocabulary, encoded as the dataset encodes."""
+    generator = torch.Generator().manual_seed(options.seed)
+    lengths = torch.randint(1, 16, (n,), generator=generator).tolist()
+    letters = (UNK_INDEX + 1, len(options.data["vocab"]))
+    return [(torch.randint(*letters, (length,), generator=generator), 0) for length in lengths]
+
+
+def _describe_names(options: PredictOptions) -> dict[str, Any]:
+    """Languages, the vocabulary and how a name becomes tokens and a length."""
+    return {
+        "classes": list(options.data["classes"]),
+        "vocab": list(options.data["vocab"]),
+        "padding_index": PAD_INDEX,
+        "unknown_index": UNK_INDEX,
+        "encoding": (
+            "a name reduced to ASCII (Unicode NFD, accents dropped, only ASCII letters and "
+            "\" .,;'\" kept); tokens: each letter's index in vocab (unknown_index for a letter "
+            "not in it), padded with padding_index to the batch's longest name; lengths: each "
+            "name's number of letters"
+        ),
+    }
+
+
 TASK = Task(
     build_datasets=build_datasets,
     build_model=build_model,
@@ -175,4 +218,5 @@ TASK = Task(
     predict=predict,
     download=download,
     make_synthetic_data=make_synthetic_data,
+    export_inputs=export_inputs,
 )

@@ -37,7 +37,7 @@ from torchcamp.trainer import distributed
 from torchcamp.trainer.errors import UserError
 
 if TYPE_CHECKING:
-    from torchcamp.trainer.inference import PredictOptions
+    from torchcamp.tasks.contract import PredictOptions
 
 Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 SHOWN_IMAGES = 4  # val images drawn with their detections each epoch

@@ -140,7 +140,7 @@ def test_curves_skip_the_first_epoch_and_are_drawn_once_at_the_end(tmp_path, mon
     clock = FakeClock()
     trainer = fake_trainer(FRACTION, 3, clock)
     trainer.epoch_counts = {}
-    plots = RunPlots(tmp_path)
+    plots = RunPlots(tmp_path / "curves.png", tmp_path / "confusion_matrix.png")
     for epoch in (1, 2, 3):
         trainer.epoch, trainer.fit_seconds = epoch, 60.0 * epoch  # long epochs: within budget
         trainer.history = [{"epoch": e} for e in range(1, epoch + 1)]

@@ -21,11 +21,13 @@ from torchvision.transforms.functional import to_tensor
 
 from torchcamp.datasets.names import load_names, to_ascii
 from torchcamp.tasks import dcgan, hymenoptera, names, rmb
+from torchcamp.tasks.contract import PredictOptions
+from torchcamp.tasks.contract import describe_training_data as describe
 from torchcamp.tasks.models import LeNet
-from torchcamp.trainer import inference
 from torchcamp.trainer.app.data import build_transforms
 from torchcamp.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.inference import check_same_data
 
 
 def run_command(monkeypatch, capsys, command: str, *args: str) -> tuple[int, str, str]:
@@ -177,7 +179,7 @@ def test_hymenoptera_predict_uses_the_runs_image_size(tmp_path):
     model = LeNet(num_classes=2).eval()
     # What predict builds from the run's config: its data.* keys and its transforms.
     settings = preset_settings("hymenoptera", tmp_path, "data.image_size=48")
-    options = inference.PredictOptions(
+    options = PredictOptions(
         device=torch.device("cpu"), output_dir=tmp_path, data={"classes": ["ants", "bees"]},
         data_options=settings.data.options, transforms=build_transforms(settings.transforms),
     )  # fmt: skip
@@ -353,8 +355,8 @@ def test_weights_from_frozen_batchnorm_load_into_batchnorm_and_compute_the_same(
 def test_evaluate_refuses_data_with_other_classes_than_the_checkpoints():
     other = SimpleNamespace(classes=("1", "50"))
     with pytest.raises(UserError, match=r"trained on other classes .* \['1', '100'\] vs"):
-        inference.check_same_data(Path("best.pt"), {"classes": ["1", "100"]}, rmb.TASK, other)
-    inference.check_same_data(Path("best.pt"), None, rmb.TASK, other)  # older: unchecked
+        check_same_data(Path("best.pt"), {"classes": ["1", "100"]}, describe(rmb.TASK, other))
+    check_same_data(Path("best.pt"), None, describe(rmb.TASK, other))  # older: unchecked
 
 
 # ---- mistakes -------------------------------------------------------------------------------

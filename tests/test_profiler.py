@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from torchcamp.tasks.classification import classification_step
 from torchcamp.trainer.app.callbacks import profiler as profiler_factory
+from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.callbacks.profiler import Profiler
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.options import Reporting
@@ -117,7 +118,7 @@ def test_bad_window_is_one_line_naming_the_keys(tmp_path):
 
 def test_factory_adds_nothing_on_other_ranks(tmp_path):
     assert profiler_factory(SimpleNamespace(is_main=False)) is None
-    run = SimpleNamespace(is_main=True, directory=SimpleNamespace(path=tmp_path))
+    run = SimpleNamespace(is_main=True, directory=RunDirectory(tmp_path))
     built = profiler_factory(run, wait=0, warmup=0, active=1, row_limit=5)
     assert built.output_dir == tmp_path / "profile"
     assert (built.wait, built.warmup, built.active, built.row_limit) == (0, 0, 1, 5)

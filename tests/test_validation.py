@@ -134,3 +134,13 @@ def test_num_workers_auto_is_none_on_the_cpu_and_one_per_core_up_to_8_on_cuda(mo
     assert data.num_workers(2, cpu, 1) == 2
     with pytest.raises(UserError, match=r"data\.num_workers=many .*auto or an integer"):
         validate(OmegaConf.create({"data": {"num_workers": "many"}}))
+
+
+def test_every_key_torchcamp_reads_itself_has_a_rule():
+    """A group's own keys (builders.OWN_KEYS) are left out of its `_target_`'s signature
+    check: the rules table is what checks them."""
+    from torchcamp.trainer.app.builders import OWN_KEYS
+    from torchcamp.trainer.app.validation import RULES
+
+    own = {f"{group}.{key}" for group, keys in OWN_KEYS.items() for key in keys}
+    assert own and own <= set(RULES), own - set(RULES)

@@ -12,6 +12,12 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def first_sentence(error: BaseException) -> str:
+    """What an error says, in a clause: its first sentence (MLflow's go on with advice and
+    response bodies, HTML pages included), at most 300 characters."""
+    return first_line(error).split(". ")[0].removesuffix(".")[:300]
+
+
 class UserError(Exception):
     """A problem with the user's config, data or files.
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from torchcamp.trainer.callbacks import callback_states, load_callback_states
 from torchcamp.trainer.checkpoint import load_weights
 from torchcamp.trainer.metrics import EpochSums
 from torchcamp.trainer.utils import get_rng_state
@@ -98,11 +99,7 @@ class RunState:
             "extras_seconds": dict(self.extras.spent),
             "history": self.history,
             "rng": get_rng_state(),
-            "callbacks": {
-                type(cb).__name__: cb.state_dict()
-                for cb in self.callbacks
-                if hasattr(cb, "state_dict")
-            },
+            "callbacks": callback_states(self.callbacks),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -121,8 +118,5 @@ class RunState:
         self._seconds_before = state.get("fit_seconds", 0.0)
         self.extras.spent = dict(state.get("extras_seconds") or {})
         self.history = [dict(row) for row in state.get("history", [])]
-        for callback in self.callbacks:
-            saved = (state.get("callbacks") or {}).get(type(callback).__name__)
-            if saved is not None and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(saved)
+        load_callback_states(self.callbacks, state.get("callbacks") or {})
         self._resumed_rng = state["rng"]

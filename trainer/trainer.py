@@ -36,7 +36,11 @@ from torch import nn
 from tqdm import tqdm  # not tqdm.auto, whose bar calls iter(loader): a 2nd set of workers
 
 from torchcamp.trainer import distributed
-from torchcamp.trainer.callbacks import Callback, callback_methods, run_callbacks
+from torchcamp.trainer.callbacks import (
+    Callback,
+    callback_methods,
+    run_callbacks,
+)
 from torchcamp.trainer.checkpoint import load_weights
 from torchcamp.trainer.data import epoch_batches, limited_batches
 from torchcamp.trainer.errors import NonFiniteLossError, TrainingInterrupted, UserError
@@ -47,6 +51,7 @@ from torchcamp.trainer.options import Compute, Limits, Monitor, Reporting, Stepp
 from torchcamp.trainer.params import check_optimizers_fit, log_parameters
 from torchcamp.trainer.regularizers import Regularizer
 from torchcamp.trainer.state import RunState
+from torchcamp.trainer.status import RunStatus
 from torchcamp.trainer.step import TrainingStep
 from torchcamp.trainer.utils import set_rng_state
 
@@ -175,7 +180,7 @@ class Trainer(RunState, TrainingStep):
             self._resumed_rng = None
         self._fit_started = None  # set on the first training batch
         if self._time_is_up():
-            self._stop("time_limit")
+            self._stop(RunStatus.TIME_LIMIT)
         while self.epoch < self.max_epochs and not self.should_stop:
             self._fit_one_epoch(train_loader, val_loader)
         self._seconds_before, self._fit_started = self.fit_seconds, None  # the clock stops
@@ -215,7 +220,7 @@ class Trainer(RunState, TrainingStep):
         run_callbacks(self.callbacks, "on_epoch_end", self, metrics)
         if distributed.is_distributed() and distributed.any_rank(self.should_stop):
             # Every rank sees the same reduced metrics, so they decide alike; this makes sure.
-            self.should_stop, self.stop_reason = True, self.stop_reason or "early_stopped"
+            self.should_stop, self.stop_reason = True, self.stop_reason or RunStatus.EARLY_STOPPED
         self._stop_if_requested()  # last.pt of this epoch is written: nothing more to save
 
     def _history_row(self, metrics: Mapping[str, float], seconds: float) -> dict[str, float]:
@@ -305,7 +310,7 @@ class Trainer(RunState, TrainingStep):
         if distributed.is_distributed():  # every rank stops at the same step, or DDP hangs
             requested, time_up = distributed.any_rank_each(requested, time_up)
         if time_up and not requested and not self.should_stop:
-            self._stop("time_limit")
+            self._stop(RunStatus.TIME_LIMIT)
         if not requested:
             return
         run_callbacks(self.callbacks, "on_interrupt", self)
@@ -321,7 +326,7 @@ class Trainer(RunState, TrainingStep):
     def _stop(self, reason: str) -> None:
         """End training at this step boundary (or epoch's end) for ``reason``."""
         self.should_stop, self.stop_reason = True, reason
-        if reason == "time_limit":
+        if reason == RunStatus.TIME_LIMIT:
             log.info(
                 "time limit: %.1f s of training reached trainer.max_time=%g s at optimizer step "
                 "%d (epoch %d, batch %d); resume=auto continues with a larger trainer.max_time",

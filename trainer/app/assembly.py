@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from torchcamp.datasets.balance import class_weighted_loss
-from torchcamp.tasks.contract import Task
+from torchcamp.tasks.contract import Task, describe_training_data
 from torchcamp.tasks.models.custom import import_user_module
 from torchcamp.trainer import devices, distributed
 from torchcamp.trainer.app import builders
@@ -27,7 +27,6 @@ from torchcamp.trainer.app.data import build_datasets, build_loaders, cache_deco
 from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import UserError
-from torchcamp.trainer.inference import describe_training_data
 from torchcamp.trainer.options import Compute, Limits, Monitor, Reporting, Stepping
 from torchcamp.trainer.trainer import Trainer
 

@@ -28,6 +28,23 @@ from torchcamp.trainer.params import build_param_groups, freeze, init_weights
 
 log = logging.getLogger(__name__)
 
+# Keys each group's node holds for torchcamp itself, with their defaults: taken out
+# (:func:`take_own`) before the rest reaches the `_target_`, and left out of the check of the
+# `_target_`'s arguments (signatures.py), the rules table checking them instead.
+OWN_KEYS: dict[str, dict[str, Any]] = {
+    "model": {"freeze": [], "init": "default", "init_std": 0.02, "weights_path": None},
+    "optimizer": {"no_decay_bias_norm": False, "param_groups": []},
+    "scheduler": {"interval": "epoch"},
+    "loss": {"adapt": None, "binary_only": False},
+    "regularizer": {},
+}
+
+
+def take_own(group: str, node: dict[str, Any]) -> dict[str, Any]:
+    """``group``'s own keys (:data:`OWN_KEYS`) popped out of ``node``, with their defaults
+    where the node has none."""
+    return {key: node.pop(key, copy.copy(default)) for key, default in OWN_KEYS[group].items()}
+
 
 def instantiate(node: Mapping[str, Any], **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` passing plain lists and dicts, never OmegaConf containers.
@@ -45,12 +62,9 @@ def build_model(node: Mapping[str, Any], task: Any, train_set: Any) -> nn.Module
     says (its classes, its vocabulary).
     """
     node = dict(node)
-    patterns, scheme, std = (
-        node.pop("freeze", []),
-        node.pop("init", "default"),
-        node.pop("init_std", 0.02),
-    )
-    weights_path = node.pop("weights_path", None)
+    own = take_own("model", node)
+    patterns, scheme, std = own["freeze"], own["init"], own["init_std"]
+    weights_path = own["weights_path"]
     model = call("model", task.build_model, instantiate(node), train_set)
     init_weights(model, scheme, std)
     if weights_path:  # after init: loaded weights win, a mismatched head keeps its init
@@ -67,7 +81,8 @@ def build_optimizer(node: Mapping[str, Any], model: nn.Module) -> torch.optim.Op
     """The optimizer over the trainable parameters, in the parameter groups the node asks for
     (on a GPU the fused implementation where there is one: :func:`fused_on_gpu`)."""
     node = dict(node)
-    no_decay, rules = node.pop("no_decay_bias_norm", False), node.pop("param_groups", [])
+    own = take_own("optimizer", node)
+    no_decay, rules = own["no_decay_bias_norm"], own["param_groups"]
     if rules or no_decay:
         params = build_param_groups(model, node["lr"], node.get("weight_decay"), rules, no_decay)
     else:
@@ -145,7 +160,7 @@ def build_scheduler(
     whatever the loader length and accumulation.
     """
     node = copy.deepcopy(dict(node or {}))  # step counts are filled in below, nested ones too
-    interval = node.pop("interval", "epoch")
+    interval = take_own("scheduler", node)["interval"]
     if not node:
         return None, interval
     _fill_step_counts(node, steps_per_epoch, steps_per_epoch * max_epochs)
@@ -168,7 +183,8 @@ def build_loss(node: Mapping[str, Any], name: str, task: Any, num_classes: int |
     ``num_classes`` is None for a task that is not a classifier (dcgan).
     """
     node = dict(node)
-    adapt, binary_only = node.pop("adapt", None), node.pop("binary_only", False)
+    own = take_own("loss", node)
+    adapt, binary_only = own["adapt"], own["binary_only"]
     if binary_only and num_classes not in (None, 2):
         fitting = ", ".join(n for n, spec in _loss_specs().items() if not spec.get("binary_only"))
         raise UserError(

@@ -8,6 +8,7 @@ The built-in entries point at the factories below, which take what they need fro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -20,6 +21,7 @@ from torchcamp.trainer import visualize
 from torchcamp.trainer.app.assembly import RunContext
 from torchcamp.trainer.app.builders import call, instantiate
 from torchcamp.trainer.app.signatures import import_target
+from torchcamp.trainer.callbacks import EVENTS, misnamed_events
 from torchcamp.trainer.callbacks.checkpointing import ModelCheckpoint
 from torchcamp.trainer.callbacks.csv_logger import CSVLogger
 from torchcamp.trainer.callbacks.early_stopping import EarlyStopping
@@ -43,8 +45,30 @@ def build_callbacks(nodes: Mapping[str, Mapping[str, Any]], run: RunContext) -> 
             factory = functools.partial(factory, run=run)
         callback = call(group, factory)
         if callback is not None:
+            _check_events(group, callback)
+            _name(callback, name)
             built.append(callback)
     return built
+
+
+def _check_events(group: str, callback: Any) -> None:
+    """Refuse a callback with a method named like an event that is none: it would never be
+    called, and nothing else would say so."""
+    for method, close in misnamed_events(type(callback)):
+        hint = (
+            f"did you mean {' or '.join(close)}?" if close else f"the events: {', '.join(EVENTS)}"
+        )
+        raise UserError(
+            f"{group}: {type(callback).__name__}.{method} is not a callback event and would "
+            f"never be called ({hint})"
+        )
+
+
+def _name(callback: Any, name: str) -> None:
+    """Key the callback's state in checkpoints by its name in the group, so that two of one
+    class keep their own (an object that takes no attributes is keyed by its class)."""
+    with contextlib.suppress(AttributeError):
+        callback.state_key = name
 
 
 def _accepts(target: Any, name: str) -> bool:
@@ -101,7 +125,7 @@ def tensorboard(
 
 def metrics_csv(run: RunContext) -> CSVLogger | None:
     """``metrics.csv`` in the run directory, one row per epoch; rank 0 only."""
-    return CSVLogger(run.directory.path / "metrics.csv") if run.is_main else None
+    return CSVLogger(run.directory.metrics_csv) if run.is_main else None
 
 
 def plots(run: RunContext, every_n_epochs: int | None = None) -> RunPlots | None:
@@ -109,7 +133,8 @@ def plots(run: RunContext, every_n_epochs: int | None = None) -> RunPlots | None
     if not run.is_main:
         return None
     return RunPlots(
-        run.directory.path,
+        run.directory.curves,
+        run.directory.confusion_matrix,
         monitor=run.settings.trainer["monitor"],
         monitor_mode=run.settings.trainer["monitor_mode"],
         class_names=getattr(run.splits["train"], "classes", None),
@@ -233,7 +258,7 @@ def profiler(
     if not run.is_main:
         return None
     return Profiler(
-        run.directory.path / "profile",
+        run.directory.profile,
         wait=wait,
         warmup=warmup,
         active=active,

@@ -49,6 +49,7 @@ from torchcamp.trainer.errors import (
     WriteFailed,
 )
 from torchcamp.trainer.files import failed_path, is_storage_error, os_error_of, write_failed
+from torchcamp.trainer.status import RunStatus
 
 log = logging.getLogger("torchcamp")
 
@@ -222,11 +223,7 @@ class RunDirectoryGuard(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if OmegaConf.select(config, "resume") == "auto" or not sweep_dir.is_dir():
             return
-        taken = [
-            d.parent
-            for d in sorted(sweep_dir.glob("**/.hydra"))
-            if RunDirectory(d.parent).held_run()
-        ]
+        taken = [run.path for run in RunDirectory.under(sweep_dir) if run.held_run()]
         if taken:
             jobs = ", ".join(str(d.relative_to(sweep_dir)) for d in taken)
             _fail(
@@ -257,7 +254,7 @@ def _record_failed_job(run_dir: Path, error: Exception) -> None:
     else:
         log.exception("job failed: %s", message)
     print(f"error: job {run_dir.name} failed: {message}", file=sys.stderr)
-    write_metrics({"status": "failed", "error": message}, [run_dir])
+    write_metrics({"status": RunStatus.FAILED, "error": message}, [run_dir])
 
 
 if __name__ == "__main__":

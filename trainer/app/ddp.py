@@ -19,6 +19,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from torchcamp.trainer import devices, distributed
 from torchcamp.trainer.app.logs import configure_logging
+from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import (
     EXIT_INTERRUPTED,
@@ -51,7 +52,7 @@ def launch_ddp(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
     )
     stopped = (
         "every rank stopped at the same step boundary, and rank 0 wrote last.pt there "
-        f"({settings.run_dir / 'checkpoints'})"
+        f"({RunDirectory(settings.run_dir).checkpoints})"
     )
     try:
         result = distributed.launch(_ddp_worker, (settings, run_fn), nprocs)
@@ -87,7 +88,7 @@ def _ddp_worker(settings: Settings, run_fn: RunFn) -> dict[str, Any]:
     configure_logging(
         logging.INFO if rank == 0 else logging.WARNING,
         sys.stdout,
-        settings.run_dir / "train.log" if rank == 0 else None,
+        RunDirectory(settings.run_dir).log_file if rank == 0 else None,
     )
     try:
         return run_fn(settings)

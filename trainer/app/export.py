@@ -16,21 +16,15 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
 from torch.utils.data import default_collate
 
-from torchcamp.datasets.names import PAD_INDEX, UNK_INDEX
-from torchcamp.datasets.transforms import find_normalization
-from torchcamp.tasks import imagefolder, names
-from torchcamp.tasks.contract import Task
+from torchcamp.tasks.contract import ModelInputs, PredictOptions, Task, describe_training_data
 from torchcamp.trainer import export
 from torchcamp.trainer.app.assembly import load_task
 from torchcamp.trainer.app.data import build_datasets, build_transforms
@@ -53,102 +47,6 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_NUM_SAMPLES = 32  # a batch of the run's data: enough to cross many kinds of input
 
 
-@dataclass(frozen=True)
-class ModelInputs:
-    """What the models of a supported kind of task read, and how export-model treats them.
-
-    ``input_names``: the inputs of ``forward``, in order (a batch of the task's collate_fn,
-    less the labels); ``dynamic``: their free dimensions; ``formats``: those that work
-    (``why_not`` says why the others do not); ``random``: ``n`` dataset items of the right
-    shape when there is no data; ``describe``: what the JSON says about preparing inputs and
-    reading outputs.
-    """
-
-    input_names: tuple[str, ...]
-    dynamic: tuple[dict[int, str], ...]
-    formats: tuple[str, ...]
-    why_not: str
-    random: Callable[[Settings, Mapping[str, Any], int], list[Any]]
-    describe: Callable[[Settings, Mapping[str, Any], tuple[torch.Tensor, ...]], dict[str, Any]]
-
-
-def _random_images(settings: Settings, _data: Mapping[str, Any], n: int) -> list[Any]:
-    """Noise images of ``data.image_size`` through the run's evaluation transform: the shape,
-    dtype and range of what the model reads."""
-    transform = _eval_transform(settings)
-    size = settings.data.options.get("image_size", 224)
-    rng = np.random.default_rng(settings.seed)
-    pixels = (rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n))
-    return [(transform(Image.fromarray(image)), 0) for image in pixels]
-
-
-def _describe_images(
-    settings: Settings, data: Mapping[str, Any], example: tuple[torch.Tensor, ...]
-) -> dict[str, Any]:
-    """Class names, the image size and the evaluation transform that prepares an image."""
-    mean_std = find_normalization(_eval_transform(settings))
-    return {
-        "classes": list(data["classes"]),
-        "image_size": list(example[0].shape[2:]),
-        "normalization": {"mean": mean_std[0], "std": mean_std[1]} if mean_std else None,
-        "preprocessing": (settings.transforms or {}).get("eval"),
-    }
-
-
-def _eval_transform(settings: Settings) -> Callable:
-    """The run's evaluation transform, built from the checkpoint's ``transforms`` group."""
-    transforms = build_transforms(settings.transforms)
-    if transforms is None:
-        raise UserError("the checkpoint's config has no transforms: retrain it with this version")
-    return transforms["eval"]
-
-
-def _random_names(settings: Settings, data: Mapping[str, Any], n: int) -> list[Any]:
-    """Made-up names of 1 to 15 letters of the vocabulary, encoded as the dataset encodes."""
-    generator = torch.Generator().manual_seed(settings.seed)
-    lengths = torch.randint(1, 16, (n,), generator=generator).tolist()
-    letters = (UNK_INDEX + 1, len(data["vocab"]))
-    return [(torch.randint(*letters, (length,), generator=generator), 0) for length in lengths]
-
-
-def _describe_names(
-    _settings: Settings, data: Mapping[str, Any], _example: tuple[torch.Tensor, ...]
-) -> dict[str, Any]:
-    """Languages, the vocabulary and how a name becomes tokens and a length."""
-    return {
-        "classes": list(data["classes"]),
-        "vocab": list(data["vocab"]),
-        "padding_index": PAD_INDEX,
-        "unknown_index": UNK_INDEX,
-        "encoding": (
-            "a name reduced to ASCII (Unicode NFD, accents dropped, only ASCII letters and "
-            "\" .,;'\" kept); tokens: each letter's index in vocab (unknown_index for a letter "
-            "not in it), padded with padding_index to the batch's longest name; lengths: each "
-            "name's number of letters"
-        ),
-    }
-
-
-IMAGES = ModelInputs(
-    input_names=("images",),
-    dynamic=({0: "batch"},),
-    formats=tuple(export.FORMATS),
-    why_not="",
-    random=_random_images,
-    describe=_describe_images,
-)
-NAMES = ModelInputs(
-    input_names=("tokens", "lengths"),
-    dynamic=({0: "batch", 1: "length"}, {0: "batch"}),
-    formats=("torchscript",),
-    why_not=(
-        "its models read a name letter by letter (packed sequences; a loop for rnn_cell), "
-        "which torch.export, behind format=onnx and exported_program, cannot capture for names "
-        "of any length"
-    ),
-    random=_random_names,
-    describe=_describe_names,
-)
 SUPPORTED = "image classifiers (task=imagefolder, rmb, hymenoptera) and task=names"
 
 
@@ -161,24 +59,25 @@ def export_command(options: dict[str, str], overrides: list[str]) -> None:
     output = _output_path(options.get("output"), path, fmt)
     settings = _export_settings(path, state, overrides, output.parent)
     task = load_task(settings)
-    inputs = supported_inputs(task, settings.task.name, fmt)
+    data = (state.get("meta") or {}).get("data") or {}
+    inputs = supported_inputs(task, settings.task.name, fmt, _input_options(settings, data))
     check_targets(settings, task)
     device, _ = setup_process(settings)
     model = checkpoint_model(settings, task, path, state, device)
-    data = (state.get("meta") or {}).get("data") or {}
     items, source = _sample_items(settings, task, inputs, path, data, num_samples)
     batch, example = _batch_and_example(items, task.collate_fn or default_collate)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     log.info("exporting %s to %s (format=%s)", path, output, fmt)
     facts = _export(model, example, output, fmt, inputs, opset, settings.task.name)
-    comparison = export.verify(model, output, fmt, inputs.input_names, batch)
+    comparison = export.verify(model, output, fmt, inputs.names, batch)
     with torch.no_grad():
         logits = model(*example)
     description = {
         **_provenance(settings, state, path, output, fmt),
         **_signature(inputs, example, logits),
-        **inputs.describe(settings, data, example),
+        **inputs.describe(example),
+        **_preprocessing(settings),
         "opset": facts.get("opset"),
         "verification": _verification(comparison, fmt, source, len(example[0]), atol),
     }
@@ -189,24 +88,44 @@ def export_command(options: dict[str, str], overrides: list[str]) -> None:
     print(_report(output, described, fmt, facts, comparison, atol, source))
 
 
-def supported_inputs(task: Task, task_name: str, fmt: str) -> ModelInputs:
-    """What the task's model reads, for the tasks export-model supports in format ``fmt``:
-    those built on the image-folder task (its presets too), and names. Any other task or
-    format is refused in one line."""
-    if task.build_datasets is imagefolder.build_datasets:
-        inputs = IMAGES
-    elif task.build_datasets is names.build_datasets:
-        inputs = NAMES
-    else:
+def supported_inputs(task: Task, task_name: str, fmt: str, options: PredictOptions) -> ModelInputs:
+    """What the task's model reads (its ``export_inputs(options)``), for a task that declares
+    it and can be exported in format ``fmt``. Any other task or format is refused in one
+    line."""
+    if task.export_inputs is None:
         raise UserError(
             f"task={task_name} is not supported by export-model, which exports the {SUPPORTED}"
         )
-    if fmt not in inputs.formats:
+    inputs = task.export_inputs(options)
+    formats = _formats(inputs)
+    if fmt not in formats:
         raise UserError(
             f"format={fmt} is not supported for task={task_name}: {inputs.why_not}; "
-            f"use format={', '.join(inputs.formats)}"
+            f"use format={', '.join(formats)}"
         )
     return inputs
+
+
+def _formats(inputs: ModelInputs) -> tuple[str, ...]:
+    """The formats the task's models can be exported in: all, unless it names some."""
+    return tuple(inputs.formats) if inputs.formats is not None else tuple(export.FORMATS)
+
+
+def _input_options(settings: Settings, data: Mapping[str, Any]) -> PredictOptions:
+    """What the task's ``export_inputs`` gets: what ``predict`` gets, on the CPU."""
+    return PredictOptions(
+        device=torch.device("cpu"),
+        output_dir=settings.run_dir,
+        data=dict(data),
+        data_options=settings.data.options,
+        transforms=build_transforms(settings.transforms),
+        seed=settings.seed,
+    )
+
+
+def _preprocessing(settings: Settings) -> dict[str, Any]:
+    """The run's evaluation transform as configured, for a run with a ``transforms`` group."""
+    return {"preprocessing": settings.transforms.get("eval")} if settings.transforms else {}
 
 
 def _output_path(given: str | None, path: Path, fmt: str) -> Path:
@@ -288,8 +207,8 @@ def _sample_items(
                 n,
             )
             where = f"no data at data.root={settings.data.root}"
-            return inputs.random(settings, data, n), f"random inputs of the right shape ({where})"
-        check_same_data(path, data or None, task, splits["train"])
+            return inputs.random_items(n), f"random inputs of the right shape ({where})"
+        check_same_data(path, data or None, describe_training_data(task, splits["train"]))
         items: list[Any] = []
         used = []
         for split in ("val", "test", "train"):
@@ -329,12 +248,12 @@ def _export(
             example,
             output,
             fmt,
-            input_names=inputs.input_names,
+            input_names=inputs.names,
             dynamic=inputs.dynamic,
             opset=opset,
         )
     except Exception as error:  # each exporter has its own errors, for reasons of many kinds
-        others = ", ".join(f for f in inputs.formats if f != fmt)
+        others = ", ".join(f for f in _formats(inputs) if f != fmt)
         hint = f"; try format={others}" if others else ""
         raise UserError(
             f"cannot export task={task_name}'s model {type(model).__name__} to format={fmt}: "
@@ -363,7 +282,7 @@ def _signature(
     inputs: ModelInputs, example: tuple[torch.Tensor, ...], logits: torch.Tensor
 ) -> dict[str, Any]:
     """The file's inputs and output: names, shapes (free dimensions by name) and dtypes."""
-    specs = zip(inputs.input_names, example, inputs.dynamic, strict=True)
+    specs = zip(inputs.names, example, inputs.dynamic, strict=True)
     meaning = "one score per class, in the order of classes; softmax gives probabilities"
     return {
         "inputs": [_tensor_spec(name, tensor, axes) for name, tensor, axes in specs],

@@ -18,6 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from torchcamp.tasks.contract import PredictOptions, describe_training_data
 from torchcamp.tasks.models.custom import use_recorded_code
 from torchcamp.trainer import inference
 from torchcamp.trainer.app.assembly import build_loss, build_model, build_optimizers, load_task
@@ -30,12 +31,13 @@ from torchcamp.trainer.app.data import (
 from torchcamp.trainer.app.logs import also_logging_to
 from torchcamp.trainer.app.messages import one_line
 from torchcamp.trainer.app.process import setup_process
-from torchcamp.trainer.app.run_dir import write_metrics
+from torchcamp.trainer.app.run_dir import RunDirectory, write_metrics
 from torchcamp.trainer.app.settings import Settings, read_settings, timestamped_dir
 from torchcamp.trainer.app.signatures import check_targets
 from torchcamp.trainer.app.validation import ACCELERATORS, validate
 from torchcamp.trainer.checkpoint import load_checkpoint, load_weights
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.status import RunStatus
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +69,7 @@ def evaluate_checkpoint(settings: Settings, path: Path, state: dict[str, Any]) -
     ``settings.run_dir``."""
     device, _ = setup_process(settings)
     task = load_task(settings)
-    splits, _ = build_datasets(settings, task, settings.run_dir / "synthetic_data")
+    splits, _ = build_datasets(settings, task, RunDirectory(settings.run_dir).synthetic_data)
     held_out = [split for split in ("val", "test") if split in splits]
     if not held_out:
         raise UserError(
@@ -75,17 +77,19 @@ def evaluate_checkpoint(settings: Settings, path: Path, state: dict[str, Any]) -
             "with predict instead"
         )
     meta = state.get("meta") or {}
-    inference.check_same_data(path, meta.get("data"), task, splits["train"])
+    inference.check_same_data(path, meta.get("data"), describe_training_data(task, splits["train"]))
     loaders = build_loaders(settings, splits, task.collate_fn, device)
     model = build_model(settings, task, splits["train"], device)
     load_weights(model, state["model"], f"checkpoint {path}")
     _, optimizer = build_optimizers(settings, task, model)
     metrics = inference.evaluate(
-        task,
+        task.step,
         model,
         optimizer,
         build_loss(settings, task, splits["train"]),
         {split: loaders[split] for split in held_out},
+        summarize_fn=task.summarize,
+        make_evaluator=task.make_evaluator,
         device=device,
         precision=settings.trainer["precision"],
         channels_last=settings.trainer["channels_last"],
@@ -97,7 +101,7 @@ def evaluate_checkpoint(settings: Settings, path: Path, state: dict[str, Any]) -
         "task": settings.task.name,
         "synthetic": settings.data.synthetic,
         "run_dir": str(settings.run_dir),
-        "status": "evaluated",
+        "status": RunStatus.EVALUATED,
     }
     write_metrics(metrics, [settings.run_dir])
     return metrics
@@ -119,7 +123,7 @@ def predict_command(options: dict[str, str], overrides: list[str]) -> None:
         raise UserError(f"task={settings.task.name} has no predict function")
     model = checkpoint_model(settings, task, path, state, device)
     meta = state.get("meta") or {}
-    request = inference.PredictOptions(
+    request = PredictOptions(
         device=device,
         output_dir=Path(output_dir),
         batch_size=settings.data.batch_size,

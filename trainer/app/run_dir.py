@@ -35,10 +35,9 @@ import yaml
 
 from torchcamp.trainer.errors import UserError
 from torchcamp.trainer.files import write_text_atomically
+from torchcamp.trainer.status import TRAINED_ALL_EPOCHS, RunStatus
 
 log = logging.getLogger("torchcamp")
-
-FINISHED = ("completed", "resumed")  # statuses of a run that trained all its epochs
 
 
 @dataclass(frozen=True)
@@ -71,16 +70,74 @@ class RunDirectory:
     def synthetic_data(self) -> Path:
         return self.path / "synthetic_data"
 
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.path / "confusion_matrix.png"
+
+    @property
+    def profile(self) -> Path:
+        return self.path / "profile"
+
+    @property
+    def hydra(self) -> Path:
+        """Hydra's: the composed ``config.yaml`` and the command line's ``overrides.yaml``."""
+        return self.path / ".hydra"
+
+    @property
+    def hydra_config(self) -> Path:
+        return self.hydra / "config.yaml"
+
+    @property
+    def hydra_overrides(self) -> Path:
+        return self.hydra / "overrides.yaml"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def artifacts(self) -> list[tuple[Path, str | None]]:
+        """The files an experiment tracker keeps of a finished run: ``(path, folder)``."""
+        return [
+            (self.metrics_csv, None),
+            (self.curves, None),
+            (self.confusion_matrix, None),
+            (self.hydra_config, "hydra"),
+            (self.hydra_overrides, "hydra"),
+        ]
+
+    @property
+    def fast_dev_run_keeps(self) -> tuple[str, ...]:
+        """What ``fast_dev_run`` leaves of a run (:meth:`remove_outputs`): the log, the metrics
+        and Hydra's files."""
+        return tuple(p.name for p in (self.log_file, self.metrics_file, self.hydra))
+
+    @classmethod
+    def under(cls, folder: Path) -> list[RunDirectory]:
+        """The run directories in ``folder`` and below it (those with Hydra's folder)."""
+        return [cls(hydra.parent) for hydra in sorted(folder.glob("**/.hydra"))]
+
     @classmethod
     def continued_by(cls, checkpoint: Path | None) -> RunDirectory | None:
         """The run a checkpoint continues: a run's own ``checkpoints/last.pt`` goes on in that
         run (same checkpoints, TensorBoard event files, log); any other checkpoint (best.pt, a
         copied file) starts a new run from its state (None)."""
-        if checkpoint is None or checkpoint.name != "last.pt":
+        if checkpoint is None:
             return None
-        run = checkpoint.resolve().parent.parent
-        is_run = checkpoint.parent.name == "checkpoints" and (run / ".hydra").is_dir()
-        return cls(run) if is_run else None
+        run = cls(checkpoint.resolve().parent.parent)
+        own = (checkpoint.name, checkpoint.parent.name) == (
+            run.last_checkpoint.name,
+            run.checkpoints.name,
+        )
+        return run if own and run.hydra.is_dir() else None
 
     def finished_metrics(self, epoch: int, max_epochs: int) -> dict[str, Any] | None:
         """The final metrics, if this run finished: all ``max_epochs`` trained (its checkpoint
@@ -90,7 +147,9 @@ class RunDirectory:
         except (OSError, ValueError):
             return None
         status = metrics.get("status")
-        finished = status == "early_stopped" or (status in FINISHED and epoch >= max_epochs)
+        finished = status == RunStatus.EARLY_STOPPED or (
+            status in TRAINED_ALL_EPOCHS and epoch >= max_epochs
+        )
         return metrics if finished else None
 
     def held_run(self) -> str | None:
@@ -134,7 +193,7 @@ class RunDirectory:
         it ends, so a killed run never leaves a stale lock behind.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -153,7 +212,7 @@ class RunDirectory:
     def check_not_held(self) -> None:
         """Refuse (:class:`UserError`) when another process holds :meth:`lock`; takes nothing."""
         try:
-            fd = os.open(self.path / ".lock", os.O_RDONLY)
+            fd = os.open(self.lock_file, os.O_RDONLY)
         except OSError:  # no lock file: no run has trained here
             return
         try:
@@ -217,8 +276,9 @@ def write_metrics(metrics: dict[str, Any], run_dirs: Iterable[Path]) -> None:
     for run_dir in run_dirs:
         # Renamed into place: a full disk leaves the previous metrics.json whole (a finished
         # run's is what tells resume=auto that it finished).
-        write_text_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        log.info("metrics: %s", run_dir / "metrics.json")
+        path = RunDirectory(run_dir).metrics_file
+        write_text_atomically(path, json.dumps(metrics, indent=2) + "\n")
+        log.info("metrics: %s", path)
 
 
 def newest_resumable(
@@ -236,10 +296,10 @@ def newest_resumable(
     wanted = comparable_overrides(overrides)
     candidates = []
     for last in Path(output_root).glob("**/checkpoints/last.pt"):
-        hydra_dir = last.parent.parent / ".hydra"
+        run = RunDirectory(last.parent.parent)
         try:
-            run_overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
-            run_config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
+            run_overrides = yaml.safe_load(run.hydra_overrides.read_text()) or []
+            run_config = yaml.safe_load(run.hydra_config.read_text()) or {}
         except (OSError, yaml.YAMLError):
             continue
         run_task = (run_config.get("task") or {}).get("name")

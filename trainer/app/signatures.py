@@ -6,7 +6,7 @@ Types are checked with typeguard's ``check_type``, which understands the annotat
 torchvision write (unions, optionals, ``Literal``, generic containers) without code of ours
 per type. What a target does not annotate is not checked, and neither is anything typeguard
 cannot judge: the constructor and the first step still stand behind this (see
-:func:`torchcamp.trainer.app.builders.call` and ``first_step_error`` in train.py).
+:func:`torchcamp.trainer.app.builders.call` and ``_first_epoch_error`` in train.py).
 """
 
 from __future__ import annotations
@@ -23,18 +23,10 @@ from typeguard import TypeCheckError, check_type
 from torchcamp.tasks.contract import Task
 from torchcamp.tasks.models.custom import import_model_target
 from torchcamp.trainer.app.assembly import trainer_options
+from torchcamp.trainer.app.builders import OWN_KEYS
 from torchcamp.trainer.app.settings import Settings
 from torchcamp.trainer.errors import UserError, first_line
 
-# Keys each group's node holds for torchcamp itself: taken out before the rest reaches the
-# `_target_` (see builders.py), and checked by the rules table instead.
-OWN_KEYS = {
-    "model": {"freeze", "init", "init_std", "weights_path"},
-    "optimizer": {"no_decay_bias_norm", "param_groups"},
-    "scheduler": {"interval"},
-    "loss": {"adapt", "binary_only"},
-    "regularizer": set(),
-}
 # Arguments the run passes itself, never from the config (left out of "it takes ...").
 SUPPLIED = {"params", "optimizer", "run"} | {
     "model",

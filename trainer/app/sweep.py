@@ -18,7 +18,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from torchcamp.trainer.app.run_dir import RunDirectory
 from torchcamp.trainer.callbacks.csv_logger import read_metrics_csv
+from torchcamp.trainer.status import FINISHED, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,6 @@ refused_jobs: list[str] = []
 
 # Overrides that repeat a job rather than change it: summary_grouped.csv averages over them.
 REPEAT_KEYS = frozenset({"seed", "data.fold"})
-# Statuses whose metrics.json holds a finished run's metrics (skipped: finished by an earlier
-# run of the sweep); any other job is counted in n_failed, not averaged.
-FINISHED = frozenset({"completed", "resumed", "early_stopped", "time_limit", "skipped"})
 METRIC_PREFIXES = ("train/", "val/", "test/", "best/")
 
 
@@ -57,7 +56,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        failed = [row["job"] for row in rows if row["status"] in ("failed", "unfinished")]
+        failed = [
+            row["job"] for row in rows if row["status"] in (RunStatus.FAILED, RunStatus.UNFINISHED)
+        ]
         failed_jobs[:] = failed + [job for job in refused_jobs if job not in failed]
         refused_jobs.clear()
         log.info("sweep summary: %s", sweep_dir / "summary.csv")
@@ -124,6 +125,7 @@ def _override_key(override: str) -> str:
 
 def _group_row(label: str, jobs: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     """A group's row of summary_grouped.csv (see :func:`group_jobs`)."""
+    # Jobs with another status are counted in n_failed, not averaged.
     finished = [(job, row) for job, row in jobs if row["status"] in FINISHED]
     group: dict[str, Any] = {
         "group": label,
@@ -209,7 +211,7 @@ def draw_comparison(sweep_dir: Path, job_dirs: list[Path], labels: list[str]) ->
     ``trainer.monitor``), labelled by its overrides; nothing while no job has such a curve."""
     monitor, mode = _monitor(job_dirs[0])
     jobs = [
-        (label, read_metrics_csv(job / "metrics.csv"))
+        (label, read_metrics_csv(RunDirectory(job).metrics_csv))
         for label, job in zip(labels, job_dirs, strict=True)
     ]
     if not monitor or not any(rows for _, rows in jobs):
@@ -220,29 +222,29 @@ def draw_comparison(sweep_dir: Path, job_dirs: list[Path], labels: list[str]) ->
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    jobs = [path for path in sweep_dir.iterdir() if (path / ".hydra" / "overrides.yaml").exists()]
+    jobs = [path for path in sweep_dir.iterdir() if RunDirectory(path).hydra_overrides.exists()]
     return sorted(jobs, key=lambda path: (len(path.name), path.name))
 
 
 def _monitor(job_dir: Path) -> tuple[str | None, str]:
     """The job's ``trainer.monitor`` and ``trainer.monitor_mode``, from its config."""
-    config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()) or {}
+    config = yaml.safe_load(RunDirectory(job_dir).hydra_config.read_text()) or {}
     trainer = config.get("trainer") or {}
     return trainer.get("monitor"), trainer.get("monitor_mode", "min")
 
 
 def _overrides(job_dir: Path) -> list[str]:
     """The job's command-line overrides, as Hydra recorded them."""
-    return yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    return yaml.safe_load(RunDirectory(job_dir).hydra_overrides.read_text()) or []
 
 
 def _job_row(job_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "job": job_dir.name,
         "overrides": " ".join(_overrides(job_dir)),
-        "status": "unfinished",
+        "status": RunStatus.UNFINISHED,
     }
-    metrics_path = job_dir / "metrics.json"
+    metrics_path = RunDirectory(job_dir).metrics_file
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
         row |= {key: value for key, value in metrics.items() if not isinstance(value, (dict, list))}

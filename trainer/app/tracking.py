@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from torchcamp.trainer.app.assembly import RunContext
 from torchcamp.trainer.app.callbacks import flatten
-from torchcamp.trainer.app.run_dir import RunDirectory
-from torchcamp.trainer.errors import UserError, first_line
+from torchcamp.trainer.app.run_dir import NOT_THE_EXPERIMENT, RunDirectory
+from torchcamp.trainer.errors import UserError, first_line, first_sentence
 
 if TYPE_CHECKING:
     from torchcamp.trainer.callbacks.mlflow_logger import MLflowLogger
@@ -79,6 +79,8 @@ def mlflow_logger(
         params=run.settings.choices | flatten(run.settings.config),
         tags=run_tags(run),
         flush_secs=flush_secs,
+        artifacts=run.directory.artifacts,
+        free_params=NOT_THE_EXPERIMENT,
     )
 
 
@@ -172,7 +174,7 @@ def make_client(mlflow: Any, uri: str, source: str) -> Any:
         return mlflow.tracking.MlflowClient(uri)
     except mlflow.exceptions.MlflowException as error:  # a scheme it has no store for
         raise UserError(
-            f"{source} is not a tracking URI MLflow can use ({reason(error)}): {URI_FORMS}"
+            f"{source} is not a tracking URI MLflow can use ({first_sentence(error)}): {URI_FORMS}"
         ) from None
 
 
@@ -209,15 +211,9 @@ def _call(source: str, request: Any, *args: Any) -> Any:
     except MlflowException as error:
         raise UserError(
             f"{source}: the MLflow tracking store refused logger=mlflow's request "
-            f"({reason(error)}): check the URI ({URI_FORMS}) and the credentials "
+            f"({first_sentence(error)}): check the URI ({URI_FORMS}) and the credentials "
             "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)"
         ) from None
-
-
-def reason(error: BaseException) -> str:
-    """What an MLflow error says, in a clause: its first sentence (MLflow goes on with advice
-    and response bodies, HTML pages included), at most 300 characters."""
-    return first_line(error).split(". ")[0].removesuffix(".")[:300]
 
 
 def default_run_name(run: RunContext) -> str:

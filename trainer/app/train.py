@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from torchcamp.tasks.contract import describe_training_data
 from torchcamp.tasks.models.custom import code_locations, use_recorded_code
 from torchcamp.trainer import distributed
 from torchcamp.trainer.app.assembly import RunContext, build_context, build_trainer, load_task
@@ -43,6 +44,7 @@ from torchcamp.trainer.errors import USER_ERRORS, TrainingInterrupted, UserError
 from torchcamp.trainer.files import is_storage_error
 from torchcamp.trainer.inference import check_same_data
 from torchcamp.trainer.signals import stop_at_step_boundary
+from torchcamp.trainer.status import RunStatus
 from torchcamp.trainer.trainer import Trainer
 
 log = logging.getLogger("torchcamp")
@@ -113,7 +115,7 @@ def run_training(settings: Settings, resume: Checkpoint | None = None) -> dict[s
                     continued.path,
                     finished["epoch"],
                 )
-                metrics = finished | {"status": "skipped", "run_dir": str(continued.path)}
+                metrics = finished | {"status": RunStatus.SKIPPED, "run_dir": str(continued.path)}
                 if is_main and not _same_directory(continued, own):  # keep the run's own record
                     write_metrics(metrics, [own.path])
                 return metrics
@@ -127,7 +129,7 @@ def run_training(settings: Settings, resume: Checkpoint | None = None) -> dict[s
                 return _fit(settings, directory, own, resume, meta, device, gpus)
             finally:
                 if settings.fast_dev_run and is_main:
-                    directory.remove_outputs(keep=("train.log", "metrics.json", ".hydra"))
+                    directory.remove_outputs(keep=directory.fast_dev_run_keeps)
 
 
 def _same_directory(a: RunDirectory, b: RunDirectory) -> bool:
@@ -147,9 +149,8 @@ def _fit(
     (also into this invocation's own directory)."""
     run = build_context(settings, directory, meta, device)
     if resume is not None:  # the weights might load, and every metric would be wrong
-        check_same_data(
-            resume[0], resume[1].get("meta", {}).get("data"), run.task, run.splits["train"]
-        )
+        saved = resume[1].get("meta", {}).get("data")
+        check_same_data(resume[0], saved, describe_training_data(run.task, run.splits["train"]))
     callbacks = build_callbacks(settings.callbacks, run)
     trainer = build_trainer(run, gpus, callbacks)
     if resume is not None:
@@ -163,7 +164,7 @@ def _fit(
         metrics = _fit_and_test(trainer, run, callbacks)
     except TrainingInterrupted:
         stopped = {"epoch": trainer.epoch, "global_step": trainer.global_step}
-        write_metrics(summary | stopped | {"status": "interrupted"}, written)
+        write_metrics(summary | stopped | {"status": RunStatus.INTERRUPTED}, written)
         raise
     except BaseException as error:
         # Fit ended without on_fit_end or on_interrupt: the callbacks' on_exception(trainer,
@@ -183,7 +184,7 @@ def _fit(
         "world_size": distributed.world_size(),
         **summary,
         # early_stopped | time_limit (resumable with a larger trainer.max_time) | completed
-        "status": trainer.stop_reason or ("resumed" if resume else "completed"),
+        "status": trainer.stop_reason or (RunStatus.RESUMED if resume else RunStatus.COMPLETED),
     }
     write_metrics(metrics, written)
     return metrics

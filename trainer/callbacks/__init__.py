@@ -19,16 +19,19 @@ Events, in the order the Trainer fires them:
   its run failed).
 
 A callback with state to carry across a resume defines ``state_dict()`` and
-``load_state_dict(state)``; the Trainer stores it in the checkpoint under the class's name.
+``load_state_dict(state)``; the Trainer stores it in the checkpoint under the callback's
+``state_key`` (its name in the config's ``callbacks`` group), else its class's name.
 A callback whose files training can do without (pictures, TensorBoard) marks its hooks
 :func:`best_effort`: a failed write is one warning, not the end of the run.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +40,20 @@ from torchcamp.trainer.errors import WriteFailed
 log = logging.getLogger(__name__)
 
 Hook = TypeVar("Hook", bound=Callable[..., Any])
+
+# The events above, and the call a best_effort hook makes on a failed write.
+EVENTS = (
+    "on_fit_start",
+    "on_train_step_end",
+    "on_save_checkpoint",
+    "on_epoch_end",
+    "on_train_end",
+    "on_fit_end",
+    "on_nonfinite_loss",
+    "on_interrupt",
+    "on_exception",
+    "on_output_failed",
+)
 
 
 class Callback:
@@ -99,3 +116,40 @@ def callback_methods(callbacks: Iterable[Any], event: str) -> list[Callable[...,
     once per epoch for a per-step event, not on every step."""
     ordered = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
     return [getattr(cb, event) for cb in ordered if getattr(cb, event, None) is not None]
+
+
+def misnamed_events(cls: type) -> list[tuple[str, list[str]]]:
+    """The methods of ``cls`` whose names look like an event and are none (``on_epoch_ends``,
+    which would never be called), each with the events whose names are close to it."""
+    found = []
+    for name in sorted(dir(cls)):
+        if name.startswith("on") and name not in EVENTS and callable(getattr(cls, name, None)):
+            found.append((name, difflib.get_close_matches(name, EVENTS, n=3, cutoff=0.75)))
+    return found
+
+
+def state_key(callback: Any) -> str:
+    """Where the checkpoint keeps ``callback``'s state: its ``state_key`` (its name in the
+    config's ``callbacks`` group, set where callbacks are built), else its class's name."""
+    return getattr(callback, "state_key", None) or type(callback).__name__
+
+
+def callback_states(callbacks: Iterable[Any]) -> dict[str, Any]:
+    """The states of the callbacks that have one, by :func:`state_key`."""
+    return {state_key(cb): cb.state_dict() for cb in callbacks if hasattr(cb, "state_dict")}
+
+
+def load_callback_states(callbacks: Iterable[Any], saved: Mapping[str, Any]) -> None:
+    """Give each callback its state in ``saved`` (:func:`callback_states` of a checkpoint).
+    A checkpoint written before callbacks were keyed by name holds a state under its class's
+    name: it restores the one callback of that class (of two, neither: whose is it?)."""
+    callbacks = list(callbacks)
+    classes = Counter(type(cb).__name__ for cb in callbacks)
+    for callback in callbacks:
+        if not hasattr(callback, "load_state_dict"):
+            continue
+        state = saved.get(state_key(callback))
+        if state is None and classes[type(callback).__name__] == 1:
+            state = saved.get(type(callback).__name__)
+        if state is not None:
+            callback.load_state_dict(state)

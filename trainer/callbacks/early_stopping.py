@@ -9,6 +9,7 @@ from typing import Any
 
 from torchcamp.trainer.callbacks import Callback
 from torchcamp.trainer.errors import UserError
+from torchcamp.trainer.status import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class EarlyStopping(Callback):
 
     def on_fit_start(self, trainer: Any) -> None:
         if self.stopped_epoch:  # killed after it stopped, before the run ended: stop again
-            trainer.should_stop, trainer.stop_reason = True, "early_stopped"
+            trainer.should_stop, trainer.stop_reason = True, RunStatus.EARLY_STOPPED
 
     def on_epoch_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
         if self.monitor not in metrics:
@@ -57,7 +58,7 @@ class EarlyStopping(Callback):
         if self.wait < self.patience:
             return
         self.stopped_epoch = trainer.epoch
-        trainer.should_stop, trainer.stop_reason = True, "early_stopped"
+        trainer.should_stop, trainer.stop_reason = True, RunStatus.EARLY_STOPPED
         best = "none" if self.best is None else f"{self.best:.4g} at epoch {self.best_epoch}"
         log.info(
             "early stopping at epoch %d: %s has not improved by more than min_delta=%g in the "

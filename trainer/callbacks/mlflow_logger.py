@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from torchcamp.trainer.app.run_dir import NOT_THE_EXPERIMENT
-from torchcamp.trainer.app.tracking import reason
 from torchcamp.trainer.callbacks import Callback
-from torchcamp.trainer.errors import UserError, first_line
+from torchcamp.trainer.errors import UserError, first_line, first_sentence
 from torchcamp.trainer.metrics import logged_step_scalars, read_numbers
+from torchcamp.trainer.status import RunStatus
 from torchcamp.trainer.trainer import epoch_metrics
 
 log = logging.getLogger("torchcamp")
@@ -39,14 +38,6 @@ KEY_LENGTH = 250
 # What a key may hold everywhere MLflow runs (colons are refused on Windows servers).
 NOT_IN_KEYS = re.compile(r"[^\w./\- ]")
 
-# The run's files logged as artifacts at the end: (file in the run directory, artifact folder).
-ARTIFACTS = (
-    ("metrics.csv", ""),
-    ("curves.png", ""),
-    ("confusion_matrix.png", ""),
-    (".hydra/config.yaml", "hydra"),
-    (".hydra/overrides.yaml", "hydra"),
-)
 FINAL_METRICS = "final_metrics.json"
 
 
@@ -70,12 +61,12 @@ class MLflowLogger(Callback):
     Params: ``params`` (the flattened config), cut to MLflow's limits. MLflow keeps a param's
     first value: a resumed run adds new ones, and one whose value changed (say
     ``trainer.max_epochs``) is kept and the new value tagged ``changed_on_resume.<key>``
-    (``resume``, ``trainer.max_time``: the keys that make no other experiment, see
-    ``NOT_THE_EXPERIMENT`` in run_dir.py, change freely). Keys with characters MLflow refuses
+    (``free_params``, the keys that make no other experiment, such as ``resume`` and
+    ``trainer.max_time``, change freely). Keys with characters MLflow refuses
     have them as ``_``. Tags: ``tags`` and ``status`` (running,
     then completed, early_stopped, time_limit, interrupted or failed; the MLflow status says
-    FINISHED, KILLED or FAILED). Artifacts at the end: :data:`ARTIFACTS` that exist and the
-    final metrics as ``final_metrics.json``.
+    FINISHED, KILLED or FAILED). Artifacts at the end: the ``artifacts`` files that exist
+    (``(path, artifact folder or None)``) and the final metrics as ``final_metrics.json``.
 
     An MLflow error after the start (the server went away) is a warning, and the run trains
     on without MLflow (its MLflow run stays RUNNING, and misses what follows; resume=auto
@@ -97,6 +88,8 @@ class MLflowLogger(Callback):
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         flush_secs: float = 60.0,
+        artifacts: Sequence[tuple[Path, str | None]] = (),
+        free_params: Collection[str] = (),
     ) -> None:
         self.client = client
         self.tracking_uri = tracking_uri
@@ -109,6 +102,8 @@ class MLflowLogger(Callback):
         }
         self.tags = {mlflow_key(k): clip(v, TAG_VALUE_LENGTH) for k, v in (tags or {}).items()}
         self.flush_secs = flush_secs
+        self.artifacts = list(artifacts)
+        self.free_params = frozenset(free_params)
         self.run_id: str | None = None
         self._resumed_id: str | None = None  # the MLflow run of the checkpoint resumed
         self._pending: list[Metric] = []
@@ -136,7 +131,7 @@ class MLflowLogger(Callback):
         except MlflowException as error:
             raise UserError(
                 f"logger=mlflow: the tracking server at {self.tracking_uri} refused to "
-                f"start the run ({reason(error)}); check it, or train without "
+                f"start the run ({first_sentence(error)}); check it, or train without "
                 "logger=mlflow"
             ) from None
         # Metrics of epochs before a resume are not final metrics (TensorBoardLogger's rule).
@@ -160,28 +155,32 @@ class MLflowLogger(Callback):
         new = {n: v for n, v in metrics.items() if n not in self._epoch_metric_names}
         self._record(new, trainer.global_step)
         self._flush()
-        status = trainer.stop_reason or "completed"
+        status = trainer.stop_reason or RunStatus.COMPLETED
         self._log_artifacts(trainer, metrics, status)
         self._end(status, "FINISHED")
 
     def on_interrupt(self, trainer: Any) -> None:
         self._flush()
-        self._end("interrupted", "KILLED")  # resume=auto continues it
+        self._end(RunStatus.INTERRUPTED, "KILLED")  # resume=auto continues it
 
     def on_exception(self, trainer: Any, error: BaseException) -> None:
         """Fit raised (see trainer/app/train.py): the run ends FAILED (KILLED for a second
         Ctrl-C), with the error's first line as its ``error`` tag."""
         self._flush()
         if isinstance(error, KeyboardInterrupt):
-            self._end("interrupted", "KILLED")
+            self._end(RunStatus.INTERRUPTED, "KILLED")
         else:
-            self._end("failed", "FAILED", {"error": f"{type(error).__name__}: {first_line(error)}"})
+            self._end(
+                RunStatus.FAILED,
+                "FAILED",
+                {"error": f"{type(error).__name__}: {first_line(error)}"},
+            )
 
     # ---- the run ---------------------------------------------------------------------------
 
     def _start(self, resumed_from: str | None) -> None:
         """A new MLflow run with the tags and params."""
-        tags = self.tags | {"status": "running"}
+        tags = self.tags | {"status": RunStatus.RUNNING.value}
         if resumed_from:  # a checkpoint of another run directory (best.pt, a copied file)
             tags["resumed_from_mlflow_run"] = resumed_from
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.run_name)
@@ -201,7 +200,7 @@ class MLflowLogger(Callback):
                 "MLflow run %s of the checkpoint is not on %s (%s): starting a new run",
                 run_id,
                 self.tracking_uri,
-                reason(error),
+                first_sentence(error),
             )
             return
         if run.info.lifecycle_stage == "deleted":
@@ -212,7 +211,10 @@ class MLflowLogger(Callback):
         self._log_changed_params(run.data.params)
         self.client.update_run(run_id, status="RUNNING")
         # Where the run is now (a run directory may have moved since), and that it runs.
-        now = {"status": "running", "run_dir": self.tags.get("run_dir", str(self.run_dir))}
+        now = {
+            "status": RunStatus.RUNNING.value,
+            "run_dir": self.tags.get("run_dir", str(self.run_dir)),
+        }
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in now.items()])
         log.info("MLflow run %s continued: %s", run.info.run_name, self._location())
 
@@ -222,7 +224,7 @@ class MLflowLogger(Callback):
         changed = {
             k: v
             for k, v in self.params.items()
-            if k in logged and logged[k] != v and k not in NOT_THE_EXPERIMENT
+            if k in logged and logged[k] != v and k not in self.free_params
         }
         if changed:
             log.warning(
@@ -273,14 +275,11 @@ class MLflowLogger(Callback):
                 return
 
     def _log_artifacts(self, trainer: Any, metrics: Mapping[str, float], status: str) -> None:
-        """The run's files (:data:`ARTIFACTS`) and its final metrics; one that the artifact
-        store refuses is a warning, and the others are still sent."""
-        for name, folder in ARTIFACTS:
-            path = self.run_dir / name
+        """The run's files (``artifacts``) and its final metrics; one that the artifact store
+        refuses is a warning, and the others are still sent."""
+        for path, folder in self.artifacts:
             if path.is_file():
-                self._send(
-                    self.client.log_artifact, self.run_id, str(path), folder or None, fatal=False
-                )
+                self._send(self.client.log_artifact, self.run_id, str(path), folder, fatal=False)
         # metrics.json is written once fit has returned: what it holds of the run, here.
         final = dict(metrics) | {
             "epoch": trainer.epoch,
@@ -315,7 +314,7 @@ class MLflowLogger(Callback):
             log.warning(
                 "MLflow: %s failed (%s)%s",
                 getattr(request, "__name__", "a request"),
-                reason(error),
+                first_sentence(error),
                 "; the run trains on without MLflow" if fatal else "",
             )
             return False

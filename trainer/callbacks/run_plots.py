@@ -33,13 +33,16 @@ class RunPlots(Callback):
 
     def __init__(
         self,
-        directory: str | Path,
+        curves_path: str | Path,
+        confusion_path: str | Path,
         monitor: str | None = None,
         monitor_mode: str = "min",
         class_names: Sequence[str] | None = None,
         every_n_epochs: int | None = None,
     ) -> None:
-        self.directory = self.output_dir = Path(directory)
+        # Where the run's layout puts them (trainer/app/run_dir.py), beside each other.
+        self.curves_path, self.confusion_path = Path(curves_path), Path(confusion_path)
+        self.output_dir = self.curves_path.parent
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.class_names = list(class_names or [])
         # Its first drawing imports matplotlib: about FIRST_DRAWING_SECONDS, not to be spent
@@ -47,14 +50,6 @@ class RunPlots(Callback):
         self.schedule = EpochSchedule(
             "plots", every_n_epochs, first=False, cost=FIRST_DRAWING_SECONDS
         )
-
-    @property
-    def curves_path(self) -> Path:
-        return self.directory / "curves.png"
-
-    @property
-    def confusion_path(self) -> Path:
-        return self.directory / "confusion_matrix.png"
 
     @best_effort
     def on_epoch_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
