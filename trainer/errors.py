@@ -55,7 +55,7 @@ class TrainingInterrupted(Exception):
     checkpoint to continue from was written: the CLI exits with :data:`EXIT_INTERRUPTED`."""
 
 
-# The CLI's exit codes (also in the README).
+# The CLI's exit codes (also in docs/guide/resume.md).
 EXIT_USER_ERROR = 2  # a mistake in the config, data or files; one line on stderr says which
 EXIT_INTERRUPTED = 3  # stopped by a signal with a checkpoint written: continue with resume=auto
 EXIT_SWEEP_FAILED = 4  # a multirun finished, and some of its jobs failed (see summary.csv)

@@ -1,3 +1,3 @@
 """The application around the Trainer: the console scripts, the config read into settings, the
-assembly of a run from them, and the run directory. See the README's "How a run is assembled".
+assembly of a run from them, and the run directory. See docs/architecture.md.
 """

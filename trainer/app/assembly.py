@@ -70,7 +70,7 @@ def load_task(settings: Settings) -> Task:
         raise UserError(
             f"task.module={name} defines no TASK: a task module ends with "
             "TASK = torchcamp.tasks.Task(build_datasets=..., build_model=..., step=...) "
-            "(README, Your own task)"
+            "(docs/extending/task.md)"
         )
     return task
 

@@ -39,7 +39,7 @@ from torchcamp.trainer.inference import check_same_data
 log = logging.getLogger("torchcamp")
 
 # float32 logits computed by another runtime differ from PyTorch's by rounding alone: kernels
-# that sum in another order, fused operations. Over the models exported for the README that was
+# that sum in another order, fused operations. Over the models exported for the docs that was
 # at most 2e-6, and 1.9e-5 where ONNX Runtime averaged a 224x224 map (PyTorch was within 1e-7
 # of float64 there): 1e-4 leaves room for that, while a real mistake (a batch size baked in,
 # a layer in training mode, other weights) moves logits by 1e-2 and more.
