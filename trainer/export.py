@@ -246,7 +246,8 @@ def compare(
 @contextlib.contextmanager
 def _quiet_torchscript() -> Iterator[None]:
     """torch 2.14 warns on every ``torch.jit`` call that TorchScript is deprecated: the user
-    chose the format knowing that (docs/after-training/export.md says so), and the warnings say nothing more."""
+    chose the format knowing that (docs/after-training/export.md says so), and the warnings
+    say nothing more."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
         yield
