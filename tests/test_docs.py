@@ -65,6 +65,17 @@ def test_reference_gives_root_defaults(reference):
     assert "| `trainer.max_epochs` | `10` | an integer >= 1 | epochs to train |" in reference
 
 
+def test_reference_gives_every_key_a_meaning(reference):
+    """Every key row's last cell (its meaning) says something: a comment beside or above it."""
+    section, empty = "", []
+    for line in reference.splitlines():
+        if line.startswith("#"):
+            section = line.lstrip("# ")
+        elif line.startswith("| `") and not line.rsplit("|", 2)[-2].strip():
+            empty.append(f"{section}: {line.split('|')[1].strip()}")
+    assert not empty, "keys without a comment saying what they do:\n" + "\n".join(empty)
+
+
 def doc_files() -> dict[str, str]:
     """The code blocks of docs/ whose info string names a file: ```python file=regression.py"""
     files: dict[str, str] = {}
