@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -71,6 +72,25 @@ def make_loaders(size: int, train_n: int, val_n: int) -> tuple[DataLoader, DataL
     return DataLoader(train, batch_size=BATCH), DataLoader(val, batch_size=BATCH)
 
 
+def raw_train_pass(
+    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, loader: Any
+) -> tuple[float, int]:
+    """One training pass as the course writes it: forward, loss, backward, step, and the
+    running loss and accuracy read each step (``.item()``); returns (loss sum, samples)."""
+    loss_sum, correct, total = 0.0, 0, 0
+    model.train()
+    for inputs, labels in loader:
+        outputs = model(inputs)
+        optimizer.zero_grad()
+        loss = criterion(outputs, labels)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(labels)
+        correct += (outputs.argmax(1) == labels).sum().item()
+        total += len(labels)
+    return loss_sum, total
+
+
 def raw_loop(make_model, loaders, epochs: int) -> tuple[list[float], list[float]]:
     """The course's loop; returns each epoch's mean training loss and its seconds."""
     train_loader, val_loader = loaders
@@ -81,17 +101,7 @@ def raw_loop(make_model, loaders, epochs: int) -> tuple[list[float], list[float]
     losses, seconds = [], []
     for _ in range(epochs):
         started = now()
-        loss_sum, correct, total = 0.0, 0, 0
-        model.train()
-        for inputs, labels in train_loader:
-            outputs = model(inputs)
-            optimizer.zero_grad()
-            loss = criterion(outputs, labels)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += (outputs.argmax(1) == labels).sum().item()
-            total += len(labels)
+        loss_sum, total = raw_train_pass(model, optimizer, criterion, train_loader)
         model.eval()
         with torch.no_grad():
             for inputs, labels in val_loader:

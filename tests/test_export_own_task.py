@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import train_in_process
-
-from torchcamp.trainer.app import cli
+from test_export import run_export
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,23 +93,11 @@ def train_own_task(monkeypatch, folder: Path, exportable: bool) -> Path:
     return run_dir / "checkpoints" / "best.pt"
 
 
-def export_model(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``export-model ARGS`` in this process: ``(exit code, stdout, stderr)``."""
-    monkeypatch.setattr(sys, "argv", ["export-model", *args])
-    try:
-        cli.export_main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_a_users_own_task_that_declares_its_inputs_is_exported(tmp_path, monkeypatch, capsys):
     best = train_own_task(monkeypatch, tmp_path, exportable=True)
     capsys.readouterr()
     output = tmp_path / "lines.pt2"
-    code, out, err = export_model(
+    code, out, err = run_export(
         monkeypatch, capsys, f"ckpt={best}", "format=exported_program", f"output={output}"
     )
     assert code == 0, err
@@ -127,7 +114,7 @@ def test_a_users_own_task_that_declares_its_inputs_is_exported(tmp_path, monkeyp
 def test_a_task_that_declares_nothing_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     best = train_own_task(monkeypatch, tmp_path, exportable=False)
     capsys.readouterr()
-    code, _, err = export_model(monkeypatch, capsys, f"ckpt={best}", "format=torchscript")
+    code, _, err = run_export(monkeypatch, capsys, f"ckpt={best}", "format=torchscript")
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and "Traceback" not in err
     assert errors == [
